@@ -1,0 +1,49 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HttpRequest, InvocationContext } from '@azure/functions';
+import { healthHandler } from '../functions/health';
+import { loadSettings, resetSettingsCache } from '../lib/config';
+import { checkHealth } from '../lib/health';
+import { createDataServiceClient, resetDataService } from '../lib/storage';
+import { useAzurite } from './helpers/azurite';
+
+const az = useAzurite();
+
+test('health handler: 503 naming the missing setting, then 200 once storage and models exist', async () => {
+  const saved = { ...process.env };
+  try {
+    delete process.env['DATA_STORAGE'];
+    resetSettingsCache();
+    resetDataService();
+    const req = new HttpRequest({ method: 'GET', url: 'http://127.0.0.1/api/health' });
+    let res = await healthHandler(req, new InvocationContext());
+    assert.equal(res.status, 503);
+    assert.match(JSON.stringify(res.jsonBody), /DATA_STORAGE/);
+
+    process.env['DATA_STORAGE'] = az.azurite.connectionString;
+    process.env['MODELS_CONTAINER'] = 'health-models';
+    resetSettingsCache();
+    res = await healthHandler(req, new InvocationContext());
+    assert.equal(res.status, 503);
+    assert.match(JSON.stringify(res.jsonBody), /health-models/);
+
+    await az.service.getContainerClient('health-models').create();
+    res = await healthHandler(req, new InvocationContext());
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.jsonBody as { ok: boolean }).ok, true);
+  } finally {
+    process.env = saved;
+    resetSettingsCache();
+    resetDataService();
+  }
+});
+
+test('unreachable storage is reported, not thrown', async () => {
+  const env = { DATA_STORAGE: 'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1' };
+  const report = await checkHealth(
+    () => loadSettings(env),
+    (s) => createDataServiceClient(s.data, { pipeline: { retryOptions: { maxTries: 1 } } }),
+  );
+  assert.equal(report.ok, false);
+  assert.equal(report.checks.find((c) => c.name === 'data storage')?.ok, false);
+});
