@@ -1,0 +1,85 @@
+/**
+ * model.json: how to feed a model and read its outputs. Validated with zod; errors name the field.
+ */
+import { z } from 'zod';
+import { LakeInferError } from '../errors';
+
+export const ADAPTERS = ['yolact', 'yolov8-seg', 'classification', 'text-detection'] as const;
+export type AdapterName = (typeof ADAPTERS)[number];
+
+const triple = z.tuple([z.number(), z.number(), z.number()]);
+
+export const InputSpecSchema = z.object({
+  /** Input tensor name; default the model's first input. */
+  name: z.string().min(1).optional(),
+  width: z.number().int().min(8).max(8192),
+  height: z.number().int().min(8).max(8192),
+  /**
+   * stretch: resize to width x height ignoring aspect (YOLACT);
+   * letterbox: keep aspect, pad with `pad` (YOLO);
+   * fit32: keep aspect, longest side at most maxSide, each side rounded to a multiple of 32 (DBNet); width/height are ignored.
+   */
+  resize: z.enum(['stretch', 'letterbox', 'fit32']),
+  maxSide: z.number().int().min(32).max(8192).default(960),
+  pad: z.number().int().min(0).max(255).default(114),
+  /** libvips kernel for resizing. */
+  kernel: z.enum(['nearest', 'linear', 'cubic', 'lanczos3']).default('linear'),
+  /** value = (pixel * scale - mean[c]) / std[c], per channel in channelOrder. */
+  scale: z.number().positive().default(1),
+  mean: triple.default([0, 0, 0]),
+  std: triple.refine((s) => s.every((v) => v > 0), 'std must be positive').default([1, 1, 1]),
+  channelOrder: z.enum(['RGB', 'BGR']).default('RGB'),
+});
+export type InputSpec = z.infer<typeof InputSpecSchema>;
+
+export const PostSpecSchema = z
+  .object({
+    confThreshold: z.number().min(0).max(1).optional(),
+    nmsThreshold: z.number().min(0).max(1).optional(),
+    topK: z.number().int().min(1).optional(),
+    maxDetections: z.number().int().min(1).optional(),
+    /** classification: apply softmax to the output (false when the model already outputs probabilities). */
+    softmax: z.boolean().optional(),
+    /** text-detection: binarisation threshold, box score threshold, unclip ratio, min box side (map pixels). */
+    binThreshold: z.number().min(0).max(1).optional(),
+    boxThreshold: z.number().min(0).max(1).optional(),
+    unclipRatio: z.number().min(0).max(10).optional(),
+    minSize: z.number().min(0).optional(),
+  })
+  .default({});
+
+export const ModelSpecSchema = z.object({
+  name: z.string().min(1).optional(),
+  adapter: z.enum(ADAPTERS),
+  input: InputSpecSchema,
+  /** Class names; for yolact, without the background class (label of category_id k is labels[k-1]). */
+  labels: z.array(z.string()).default([]),
+  /** Output names by role (yolact: loc, conf, mask, proto, priors; yolov8-seg: detections, protos; ...). Default: by order. */
+  outputs: z.record(z.string(), z.string()).default({}),
+  postprocess: PostSpecSchema,
+});
+export type ModelSpec = z.infer<typeof ModelSpecSchema>;
+
+/** Per-job parameters (the job request's `params`). */
+export const InferParamsSchema = z
+  .object({
+    scoreThreshold: z.number().min(0).max(1).optional(),
+    topK: z.number().int().min(1).max(10_000).optional(),
+    masks: z.boolean().optional(),
+  })
+  .strict();
+export type InferParams = z.infer<typeof InferParamsSchema>;
+
+export function zodPath(path: readonly PropertyKey[]): string {
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+export function parseModelSpec(json: unknown, where = 'model.json'): ModelSpec {
+  const r = ModelSpecSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const field = zodPath(issue.path);
+    throw new LakeInferError('ModelInvalid', `${where}: field '${field || '(root)'}' ${issue.message}`, { target: field });
+  }
+  return r.data;
+}
