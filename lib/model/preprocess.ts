@@ -45,8 +45,8 @@ export function planResize(w: number, h: number, spec: InputSpec): Transform {
       const nw = Math.max(1, Math.round(w * r));
       const nh = Math.max(1, Math.round(h * r));
       // Same split as ultralytics' LetterBox: half the padding each side, rounded.
-      const padX = Math.round((spec.width - nw) / 2 - 0.1);
-      const padY = Math.round((spec.height - nh) / 2 - 0.1);
+      const padX = Math.max(0, Math.round((spec.width - nw) / 2 - 0.1));
+      const padY = Math.max(0, Math.round((spec.height - nh) / 2 - 0.1));
       return { scaleX: nw / w, scaleY: nh / h, padX, padY, inW: spec.width, inH: spec.height };
     }
     case 'fit32': {

@@ -12,8 +12,8 @@ const triple = z.tuple([z.number(), z.number(), z.number()]);
 export const InputSpecSchema = z.object({
   /** Input tensor name; default the model's first input. */
   name: z.string().min(1).optional(),
-  width: z.number().int().min(8).max(8192),
-  height: z.number().int().min(8).max(8192),
+  width: z.number().int().min(1).max(8192),
+  height: z.number().int().min(1).max(8192),
   /**
    * stretch: resize to width x height ignoring aspect (YOLACT);
    * letterbox: keep aspect, pad with `pad` (YOLO);
