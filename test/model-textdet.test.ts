@@ -8,6 +8,11 @@ import { parseModelSpec } from '../lib/model/spec';
 import { decodeRle } from '../lib/model/rle';
 import { measureTextBoxes, renderTextScene, type TextScene } from '../lib/local/textImages';
 import { boxIou } from './helpers/images';
+import { colourOf, renderOverlay } from '../lib/model/overlay';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
 
 const SCENES: TextScene[] = [
   {
@@ -75,4 +80,31 @@ test('the real PP-OCRv4 detector finds rendered text lines (IoU > 0.5 for most)'
 test('a blank page has no text', async () => {
   const r = await analyzeImage(await renderTextScene({ width: 640, height: 480, background: '#ffffff', lines: [] }), { spec, engine }, {}, DEFAULT_LIMITS);
   assert.deepEqual(r.detections, []);
+});
+
+test('overlay PNG: text masks tinted and boxes drawn, scaled to maxSide', async () => {
+  const scene = SCENES[0]!;
+  const img = await renderTextScene(scene, 'png');
+  const r = await analyzeImage(img, { spec, engine }, {}, DEFAULT_LIMITS);
+  const o = await renderOverlay(img, r.detections, { maxSide: 400 });
+  assert.equal(o.width, 400);
+  assert.equal(o.height, 300);
+  const { data, info } = await sharp(o.png).raw().toBuffer({ resolveWithObject: true });
+  assert.equal(info.width, 400);
+  // Far from any text (bottom-left corner): the white page, untouched.
+  assert.deepEqual([...data.subarray((290 * 400 + 5) * info.channels, (290 * 400 + 5) * info.channels + 3)], [255, 255, 255]);
+  // Inside a mask but between glyphs the page is tinted toward the class colour.
+  const d = r.detections[0]!;
+  const [x, y, w, h] = d.bbox.map((v) => v / 2);
+  // White page under the mask colour at 45% opacity.
+  const tint = colourOf(d.category_id).map((c) => 255 * 0.55 + c * 0.45);
+  let tinted = 0;
+  for (let yy = Math.ceil(y!); yy < y! + h!; yy++) {
+    for (let xx = Math.ceil(x!); xx < x! + w!; xx++) {
+      const p = (yy * 400 + xx) * info.channels;
+      if (tint.every((v, c) => Math.abs(data[p + c]! - v) < 12)) tinted++;
+    }
+  }
+  assert.ok(tinted > (w! * h!) / 4, `tinted ${tinted} of ${Math.round(w! * h!)} pixels`);
+  await writeFile(join(tmpdir(), 'lakeinfer-overlay-test.png'), o.png);
 });

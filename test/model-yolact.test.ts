@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import sharp = require('sharp');
+import sharp from 'sharp';
 import { InferenceEngine } from '../lib/model/engine';
 import { analyzeImage } from '../lib/model';
 import { yolactPriors } from '../lib/model/adapters/yolact';

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import sharp = require('sharp');
+import sharp from 'sharp';
 import { planResize, prepareImage, probeImage, DEFAULT_LIMITS } from '../lib/model/preprocess';
 import { InputSpecSchema, parseModelSpec } from '../lib/model/spec';
 import { LakeInferError } from '../lib/errors';

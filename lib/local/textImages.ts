@@ -2,7 +2,7 @@
  * Renders lines of real text (DejaVu fonts through sharp's SVG renderer) onto backgrounds, and
  * measures where each line's ink actually landed: images with known text boxes, for the demo and tests.
  */
-import sharp = require('sharp');
+import sharp from 'sharp';
 
 export interface TextLine {
   text: string;

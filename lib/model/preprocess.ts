@@ -3,7 +3,7 @@
  * alpha to 8-bit sRGB, resize (stretch, letterbox, fit32), exact normalisation into NCHW float32.
  * Every failure is a per-image LakeInferError with a clear code; nothing here throws anything else.
  */
-import sharp = require('sharp');
+import sharp from 'sharp';
 import { LakeInferError } from '../errors';
 import type { InputSpec } from './spec';
 

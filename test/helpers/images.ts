@@ -1,7 +1,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp = require('sharp');
+import sharp from 'sharp';
 
 /** An RGB canvas painted pixel by pixel (no anti-aliasing: tests know every pixel). */
 export class Canvas {
