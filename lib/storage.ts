@@ -115,6 +115,11 @@ export interface BlobPage {
   continuationToken: string | undefined;
 }
 
+/** ETags without surrounding quotes: listings and downloads quote them differently. */
+export function normalizeEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/^"(.*)"$/, '$1');
+}
+
 export function matchesExtension(name: string, extensions: readonly string[] | undefined): boolean {
   if (extensions === undefined || extensions.length === 0) return true;
   const lower = name.toLowerCase();
@@ -144,7 +149,7 @@ export async function* listBlobPages(container: ContainerClient, opts: ListOptio
     for (const b of page.segment.blobItems) {
       if (b.metadata?.['hdi_isfolder'] === 'true' || b.name.endsWith('/')) continue;
       if (!matchesExtension(b.name, opts.extensions)) continue;
-      items.push({ name: b.name, etag: b.properties.etag ?? '', size: b.properties.contentLength ?? 0 });
+      items.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0 });
       if (++seen >= max) break;
     }
     const token = page.continuationToken === '' ? undefined : page.continuationToken;
@@ -290,7 +295,7 @@ export async function readBlob(container: ContainerClient, name: string): Promis
     const client = container.getBlobClient(name);
     const data = await client.downloadToBuffer();
     const props = await client.getProperties();
-    return { data, etag: props.etag ?? '' };
+    return { data, etag: normalizeEtag(props.etag) };
   } catch (err) {
     if (restStatus(err) === 404 && restErrorCode(err) !== 'ContainerNotFound') return undefined;
     throw storageError(err, 'reading blob', `${container.containerName}/${name}`);

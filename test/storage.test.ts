@@ -49,7 +49,7 @@ describe('listing and partitioning 10,000 blobs', () => {
     assert.equal(pages.at(-1)!.continuationToken, undefined);
     const first = pages[0]!.items[0]!;
     assert.equal(first.size, Buffer.byteLength(first.name));
-    assert.match(first.etag, /^"?0x/);
+    assert.match(first.etag, /^0x[0-9A-F]+$/);
   });
 
   test('a continuation token resumes where the last page stopped', async () => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError, restStatus } from '../errors';
-import { readBlob, storageError } from '../storage';
+import { normalizeEtag, readBlob, storageError } from '../storage';
 import { InferenceEngine, type EngineOptions } from './engine';
 import type { ImageInference } from './postprocess';
 import { prepareImage, type DecodeLimits } from './preprocess';
@@ -47,7 +47,7 @@ export class ModelCache {
     let size: number;
     try {
       const props = await onnx.getProperties();
-      etag = props.etag ?? '';
+      etag = normalizeEtag(props.etag);
       size = props.contentLength ?? 0;
     } catch (err) {
       if (restStatus(err) === 404) {
@@ -93,7 +93,7 @@ export class ModelCache {
       const part = `${file}.${process.pid}.${Date.now()}.part`;
       try {
         // ifMatch: the file we cache is exactly the version whose ETag keys it.
-        await models.getBlobClient(`${name}/model.onnx`).downloadToFile(part, 0, undefined, { conditions: { ifMatch: etag } });
+        await models.getBlobClient(`${name}/model.onnx`).downloadToFile(part, 0, undefined, { conditions: { ifMatch: `"${etag}"` } });
       } catch (err) {
         throw storageError(err, 'downloading model', `${models.containerName}/${name}/model.onnx`);
       }
