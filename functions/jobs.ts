@@ -1,0 +1,66 @@
+/**
+ * HTTP API: POST /api/jobs (start or resume), GET /api/jobs/{id} (status), DELETE /api/jobs/{id} (cancel).
+ */
+import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import * as df from 'durable-functions';
+import { cancelJob, jobStatus, submitJob, type ApiResponse, type JobClient } from '../lib/api';
+
+/** The Durable client as the JobClient the API logic needs. */
+export function durableJobClient(context: InvocationContext): JobClient {
+  const client = df.getClient(context);
+  return {
+    start: async (name, instanceId, input) => {
+      await client.startNew(name, { instanceId, input });
+    },
+    status: async (id) => {
+      const s = await client.getStatus(id, { showInput: true });
+      // The client returns an empty status for unknown instances.
+      if (!s || !s.instanceId) return undefined;
+      return {
+        instanceId: s.instanceId,
+        runtimeStatus: s.runtimeStatus as never,
+        input: s.input,
+        output: s.output,
+        customStatus: s.customStatus,
+        createdTime: new Date(s.createdTime).toISOString(),
+        lastUpdatedTime: new Date(s.lastUpdatedTime).toISOString(),
+      };
+    },
+    terminate: (id, reason) => client.terminate(id, reason),
+  };
+}
+
+function respond(r: ApiResponse): HttpResponseInit {
+  return { status: r.status, jsonBody: r.body, ...(r.headers ? { headers: r.headers } : {}) };
+}
+
+function baseUrl(req: HttpRequest): string {
+  return new URL(req.url).origin;
+}
+
+export async function submitJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  let body: unknown;
+  try {
+    body = await req.json();
+  } catch {
+    return { status: 400, jsonBody: { error: { code: 'InvalidRequest', message: 'request body is not valid JSON', target: '(body)' } } };
+  }
+  const r = await submitJob(durableJobClient(context), body, baseUrl(req));
+  context.log(`POST /api/jobs -> ${r.status}`);
+  return respond(r);
+}
+
+export async function jobStatusHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  return respond(await jobStatus(durableJobClient(context), req.params['id'] ?? '', baseUrl(req)));
+}
+
+export async function cancelJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  const r = await cancelJob(durableJobClient(context), req.params['id'] ?? '', baseUrl(req));
+  context.log(`DELETE /api/jobs/${req.params['id']} -> ${r.status}`);
+  return respond(r);
+}
+
+const client = df.input.durableClient();
+app.http('submitJob', { route: 'jobs', methods: ['POST'], authLevel: 'function', extraInputs: [client], handler: submitJobHandler });
+app.http('jobStatus', { route: 'jobs/{id}', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: jobStatusHandler });
+app.http('cancelJob', { route: 'jobs/{id}', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: cancelJobHandler });

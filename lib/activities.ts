@@ -1,0 +1,144 @@
+/**
+ * The job's activities as plain functions made from their dependencies (clients, model cache).
+ * Contract with the orchestrator: an activity throws only when a retry can help (the error is
+ * retryable); a failure that retrying cannot fix comes back as a value ({ ok: false, error }),
+ * so no retries are wasted on it.
+ */
+import type { BlobServiceClient } from '@azure/storage-blob';
+import { ensureErrorType, isLakeInferError, LakeInferError } from './errors';
+import { finalizeJob, type FinalizeInput, type Manifest } from './finalize';
+import type { JobSpec } from './jobs';
+import { ModelCache } from './model';
+import { settings } from './config';
+import { inferPartition, type PartitionSummary } from './pipeline';
+import { dataService, ensureContainer, writePlan } from './storage';
+
+export interface ActivityDeps {
+  service: () => Promise<BlobServiceClient>;
+  cache: ModelCache;
+  modelsContainer: string;
+  ioConcurrency: number;
+  maxImageBytes: number;
+  maxImagePixels: number;
+}
+
+export interface ActivityError {
+  code: string;
+  message: string;
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ActivityError };
+
+export interface PlanResult {
+  partitions: number;
+  total: number;
+  bytes: number;
+  model: { name: string; etag: string };
+}
+
+export interface PartitionInput {
+  job: Pick<JobSpec, 'jobId' | 'jobPrefix' | 'input' | 'output' | 'model' | 'params' | 'skipExisting'>;
+  n: number;
+}
+
+/** Counts only: what goes back into the orchestration history stays small. */
+export type PartitionResult = Omit<PartitionSummary, 'latenciesMs' | 'stageMs' | 'startedAt' | 'endedAt'>;
+
+/** Retryable errors are thrown (the orchestrator retries); the rest become { ok: false }. */
+async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (err) {
+    if (isLakeInferError(err) && !err.retryable) return { ok: false, error: { code: err.code, message: err.message } };
+    if (isLakeInferError(err)) throw err;
+    // Unknown errors: assume transient (a crash, a timeout) and let the retry policy decide.
+    throw new LakeInferError('Internal', ensureErrorType(err).message, { retryable: true, cause: err });
+  }
+}
+
+export function createActivities(deps: ActivityDeps) {
+  return {
+    close: (): Promise<void> => deps.cache.close(),
+
+    /** Lists the input, writes the plan files, validates the model. Reuses a complete plan on resume. */
+    planJob: (job: JobSpec): Promise<Outcome<PlanResult>> =>
+      outcome(async () => {
+        const svc = await deps.service();
+        const input = svc.getContainerClient(job.input.container);
+        const output = svc.getContainerClient(job.output.container);
+        const model = await deps.cache.get(svc.getContainerClient(deps.modelsContainer), job.model.name);
+        if (!(await input.exists())) {
+          throw new LakeInferError('ContainerNotFound', `input container '${job.input.container}' does not exist`, { target: 'input.container' });
+        }
+        await ensureContainer(output);
+        const index = await writePlan(input, output, {
+          jobId: job.jobId,
+          jobPrefix: job.jobPrefix,
+          partitionSize: job.partitionSize,
+          prefix: job.input.prefix,
+          extensions: job.input.extensions,
+          ...(job.input.maxItems ? { maxItems: job.input.maxItems } : {}),
+        });
+        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: { name: model.name, etag: model.etag } };
+      }),
+
+    inferPartition: (input: PartitionInput): Promise<Outcome<PartitionResult>> =>
+      outcome(async () => {
+        const svc = await deps.service();
+        const s = await inferPartition(
+          {
+            input: svc.getContainerClient(input.job.input.container),
+            output: svc.getContainerClient(input.job.output.container),
+            models: svc.getContainerClient(deps.modelsContainer),
+            cache: deps.cache,
+            ioConcurrency: deps.ioConcurrency,
+            maxImageBytes: deps.maxImageBytes,
+            maxImagePixels: deps.maxImagePixels,
+          },
+          {
+            jobId: input.job.jobId,
+            jobPrefix: input.job.jobPrefix,
+            n: input.n,
+            model: input.job.model.name,
+            params: input.job.params,
+            overlays: input.job.output.overlays,
+            skipExisting: input.job.skipExisting,
+          },
+        );
+        return { n: s.n, images: s.images, succeeded: s.succeeded, failed: s.failed, skipped: s.skipped, detections: s.detections, wallMs: s.wallMs };
+      }),
+
+    finalizeJob: (input: FinalizeInput): Promise<Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>> =>
+      outcome(async () => {
+        const svc = await deps.service();
+        const m = await finalizeJob(svc.getContainerClient(input.job.output.container), input);
+        return { status: m.status, counts: m.counts, files: m.files };
+      }),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;
+
+let processActivities: Activities | undefined;
+/** This process's activities, built from settings on first use (one model cache per instance). */
+export function defaultActivities(): Activities {
+  if (!processActivities) {
+    const s = settings();
+    processActivities = createActivities({
+      service: () => dataService(s.data),
+      cache: new ModelCache({ workers: s.inferWorkers, intraOpThreads: s.ortIntraOpThreads, batchSize: s.inferBatchSize }),
+      modelsContainer: s.modelsContainer,
+      ioConcurrency: s.ioConcurrency,
+      maxImageBytes: s.maxImageBytes,
+      maxImagePixels: s.maxImagePixels,
+    });
+  }
+  return processActivities;
+}
+
+/** Releases this process's model sessions and worker threads (host shutdown, tests). */
+export async function closeDefaultActivities(): Promise<void> {
+  const a = processActivities;
+  processActivities = undefined;
+  await a?.close();
+}

@@ -1,0 +1,171 @@
+/**
+ * The inferenceJob orchestrator: plan -> fan out partitions (bounded parallelism, retried) -> fan in.
+ * Deterministic: no I/O, no clocks but context.df.currentUtcDateTime, no randomness.
+ *
+ * History stays small at any job size: activities exchange counts, never blob lists; each
+ * generation runs at most `perGeneration` partitions and then continues as new with its totals.
+ * Partitions run in waves of `parallel`; fan-in never fails fast: a partition that exhausts its
+ * retries is recorded and the others are still awaited; toleratedFailurePercent decides the end.
+ */
+import * as df from 'durable-functions';
+import type { OrchestrationContext, Task } from 'durable-functions';
+import type { Outcome, PartitionInput, PartitionResult, PlanResult } from './activities';
+import type { FinalizeInput, Manifest, PartitionFailure } from './finalize';
+import type { JobSpec } from './jobs';
+import { addFailedPartition, addPartition, EMPTY_TOTALS, jobSucceeded, partitionImageCount, progressOf, type JobTotals } from './orchestration';
+
+export const ORCHESTRATOR = 'inferenceJob';
+export const PLAN_ACTIVITY = 'planJob';
+export const INFER_ACTIVITY = 'inferPartition';
+export const FINALIZE_ACTIVITY = 'finalizeJob';
+
+export interface FanOutOptions {
+  /** Partitions in flight at once. */
+  parallel: number;
+  /** Partitions per orchestration generation before continueAsNew. */
+  perGeneration: number;
+  retry: { firstRetryMs: number; maxAttempts: number; backoffCoefficient: number; maxRetryMs: number };
+}
+
+export const DEFAULT_FAN_OUT: FanOutOptions = {
+  parallel: 32,
+  perGeneration: 256,
+  retry: { firstRetryMs: 2_000, maxAttempts: 4, backoffCoefficient: 2, maxRetryMs: 60_000 },
+};
+
+/** Most failed partitions listed by id (the rest are counted). */
+export const MAX_LISTED_FAILURES = 200;
+
+export interface JobState {
+  job: JobSpec;
+  options: FanOutOptions;
+  plan?: PlanResult;
+  next: number;
+  totals: JobTotals;
+  failedPartitions: PartitionFailure[];
+  generation: number;
+  startedAt: string;
+}
+
+export type OrchestratorInput = { job: JobSpec; options?: Partial<FanOutOptions> } | { state: JobState };
+
+export interface JobOutput {
+  jobId: string;
+  status: 'succeeded' | 'failed';
+  counts: Manifest['counts'];
+  files: string[];
+}
+
+export function retryOptionsOf(o: FanOutOptions['retry']): df.RetryOptions {
+  const r = new df.RetryOptions(o.firstRetryMs, o.maxAttempts);
+  r.backoffCoefficient = o.backoffCoefficient;
+  r.maxRetryIntervalInMilliseconds = o.maxRetryMs;
+  return r;
+}
+
+function failureOf(err: unknown): { code: string; message: string } {
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'PartitionFailed', message: message.slice(0, 1000) };
+}
+
+export function* inferenceJobOrchestrator(context: OrchestrationContext): Generator<Task, JobOutput | undefined, unknown> {
+  const input = context.df.getInput() as OrchestratorInput;
+  let s: JobState =
+    'state' in input
+      ? input.state
+      : {
+          job: input.job,
+          options: { ...DEFAULT_FAN_OUT, ...input.options, retry: { ...DEFAULT_FAN_OUT.retry, ...input.options?.retry } },
+          next: 0,
+          totals: EMPTY_TOTALS,
+          failedPartitions: [],
+          generation: 0,
+          startedAt: context.df.currentUtcDateTime.toISOString(),
+        };
+  const retry = retryOptionsOf(s.options.retry);
+
+  if (!s.plan) {
+    context.df.setCustomStatus(progressOf('planning', 0, 0, s.totals, s.generation));
+    const planned = (yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retry, s.job)) as Outcome<PlanResult>;
+    if (!planned.ok) throw new Error(`${planned.error.code}: ${planned.error.message}`);
+    s = { ...s, plan: planned.value };
+  }
+  const plan = s.plan!;
+  const partJob: PartitionInput['job'] = {
+    jobId: s.job.jobId,
+    jobPrefix: s.job.jobPrefix,
+    input: s.job.input,
+    output: s.job.output,
+    model: s.job.model,
+    params: s.job.params,
+    skipExisting: s.job.skipExisting,
+  };
+
+  const end = Math.min(plan.partitions, s.next + s.options.perGeneration);
+  let totals = s.totals;
+  const failed = [...s.failedPartitions];
+  const settle = (task: Task, n: number): void => {
+    const fail = (f: { code: string; message: string }): void => {
+      totals = addFailedPartition(totals, partitionImageCount(n, plan.total, s.job.partitionSize));
+      if (failed.length < MAX_LISTED_FAILURES) failed.push({ n, ...f });
+    };
+    if (task.isFaulted) fail(failureOf(task.result));
+    else {
+      const r = task.result as Outcome<PartitionResult>;
+      if (r.ok) totals = addPartition(totals, r.value);
+      else fail(r.error);
+    }
+  };
+  context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
+  for (let first = s.next; first < end; first += s.options.parallel) {
+    const wave: [Task, number][] = [];
+    for (let n = first; n < Math.min(end, first + s.options.parallel); n++) {
+      const input: PartitionInput = { job: partJob, n };
+      wave.push([context.df.callActivityWithRetry(INFER_ACTIVITY, retry, input), n]);
+    }
+    try {
+      yield context.df.Task.all(wave.map(([t]) => t));
+    } catch {
+      // Task.all fails fast when one partition exhausts its retries. Wait for each of the others on
+      // its own (a scheduled task is never scheduled twice), so one bad partition hides nothing.
+      for (const [t] of wave) {
+        if (t.isCompleted || t.isFaulted) continue;
+        try {
+          yield t;
+        } catch {
+          // recorded by settle below
+        }
+      }
+    }
+    for (const [t, n] of wave) settle(t, n);
+    context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
+  }
+
+  s = { ...s, next: end, totals, failedPartitions: failed };
+  if (end < plan.partitions) {
+    context.df.continueAsNew({ state: { ...s, generation: s.generation + 1 } } satisfies OrchestratorInput);
+    return undefined;
+  }
+
+  const status = jobSucceeded(totals, s.job.toleratedFailurePercent) ? 'succeeded' : 'failed';
+  context.df.setCustomStatus(progressOf('finalizing', plan.partitions, plan.total, totals, s.generation));
+  const fin: FinalizeInput = {
+    job: s.job,
+    status,
+    totals,
+    partitions: plan.partitions,
+    failedPartitions: failed,
+    model: plan.model,
+    startedAt: s.startedAt,
+    endedAt: context.df.currentUtcDateTime.toISOString(),
+  };
+  const done = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, fin)) as Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>;
+  if (!done.ok) throw new Error(`${done.error.code}: ${done.error.message}`);
+  context.df.setCustomStatus(progressOf('done', plan.partitions, plan.total, totals, s.generation));
+  if (status === 'failed') {
+    throw new Error(
+      `JobFailed: ${totals.failed} of ${totals.images} images failed (${((100 * totals.failed) / Math.max(1, totals.images)).toFixed(2)}%), more than the tolerated ${s.job.toleratedFailurePercent}%; outputs of what succeeded are in ${s.job.jobPrefix}`,
+    );
+  }
+  return { jobId: s.job.jobId, status, counts: done.value.counts, files: done.value.files };
+}

@@ -1,0 +1,6 @@
+import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from '../../lib/local/functionsHost';
+
+/** The real function files, registered as the Functions host would register them. */
+export function registeredFunctions(): Map<string, RegisteredFunction> {
+  return loadFunctions(defaultFunctionFiles());
+}

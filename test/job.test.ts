@@ -1,0 +1,219 @@
+/**
+ * Whole jobs through the real registered handlers (orchestrator replayed by the durable-functions
+ * SDK, real activities) on a real Azurite, with a real ONNX model.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ContainerClient } from '@azure/storage-blob';
+import { resetSettingsCache } from '../lib/config';
+import { DurableEngine, type ActivityRunner } from '../lib/local/durable';
+import type { RegisteredFunction } from '../lib/local/functionsHost';
+import { cancelJob, jobStatus, submitJob } from '../lib/api';
+import { parseJobRequest } from '../lib/jobs';
+import { closeDefaultActivities } from '../lib/activities';
+import type { Manifest } from '../lib/finalize';
+import type { JobProgress } from '../lib/orchestration';
+import type { ImageResult } from '../lib/pipeline';
+import { listAllBlobs, readBlob, readJson, writeBlob, writeJson } from '../lib/storage';
+import { Canvas } from './helpers/images';
+import { classifierFixture, classifierSpec } from './helpers/models';
+import { useAzurite } from './helpers/azurite';
+import { registeredFunctions } from './helpers/host';
+
+const az = useAzurite();
+let functions: Map<string, RegisteredFunction>;
+let input: ContainerClient;
+const COLOURS: [number, number, number][] = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
+const GOOD = 20;
+const BAD = ['img/zz-corrupt-1.png', 'img/zz-corrupt-2.png'];
+const FAST = { parallel: 3, perGeneration: 4, retry: { firstRetryMs: 10, maxAttempts: 3, backoffCoefficient: 2, maxRetryMs: 50 } };
+
+before(async () => {
+  await az.ready;
+  process.env['DATA_STORAGE'] = az.azurite.connectionString;
+  process.env['MODELS_CONTAINER'] = 'models';
+  process.env['INFER_WORKERS'] = '1';
+  process.env['ORT_INTRA_OP_THREADS'] = '1';
+  resetSettingsCache();
+  functions = registeredFunctions();
+  const models = az.service.getContainerClient('models');
+  await models.create();
+  await writeBlob(models, 'colours/model.onnx', Buffer.from(classifierFixture()));
+  await writeJson(models, 'colours/model.json', classifierSpec());
+  input = az.service.getContainerClient('images');
+  await input.create();
+  for (let i = 0; i < GOOD; i++) await writeBlob(input, `img/${String(i).padStart(3, '0')}.png`, await new Canvas(16, 12, COLOURS[i % 3]!).png());
+  for (const b of BAD) await writeBlob(input, b, 'not an image');
+});
+
+function request(jobId: string, over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    jobId,
+    input: { container: 'images', prefix: 'img/', extensions: ['.png'] },
+    output: { container: 'results', prefix: 'runs/' },
+    model: { name: 'colours' },
+    partitionSize: 3,
+    toleratedFailurePercent: 20,
+    params: { topK: 1 },
+    ...over,
+  };
+}
+
+function engine(runActivity?: ActivityRunner): DurableEngine {
+  return new DurableEngine(functions, { maxConcurrentActivities: 3, ...(runActivity ? { runActivity } : {}) });
+}
+
+/** Starts a job with small fan-out options through the real orchestrator (as POST /api/jobs would). */
+async function run(e: DurableEngine, jobId: string, over: Record<string, unknown> = {}) {
+  await e.start('inferenceJob', jobId, { job: parseJobRequest(request(jobId, over)), options: FAST });
+  return e.waitFor(jobId, 120_000);
+}
+
+async function jsonl<T>(c: ContainerClient, name: string): Promise<T[]> {
+  const b = await readBlob(c, name);
+  return b ? b.data.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+}
+
+after(() => closeDefaultActivities());
+
+describe('a whole job', () => {
+  test('plans, fans out over 8 partitions in 2 generations, fans in: exactly the expected files', async () => {
+    const e = engine();
+    const s = await run(e, 'job-ok');
+    e.close();
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    const out = az.service.getContainerClient('results');
+    const p = 'runs/job-ok/';
+    const results = await jsonl<ImageResult>(out, `${p}results.jsonl`);
+    assert.equal(results.length, GOOD);
+    assert.equal(new Set(results.map((r) => r.source.name)).size, GOOD, 'each image exactly once');
+    for (const r of results) {
+      const i = Number(r.source.name.slice(4, 7));
+      assert.equal(r.classes![0]!.label, ["red", "green", "blue"][i % 3], r.source.name);
+    }
+    const failures = await jsonl<{ blob: string; code: string; stage: string }>(out, `${p}_failures.jsonl`);
+    assert.deepEqual(failures.map((f) => [f.blob, f.code, f.stage]).sort(), BAD.map((b) => [b, 'ImageDecodeFailed', 'decode']));
+    const coco = JSON.parse((await readBlob(out, `${p}coco_results.json`))!.data.toString()) as unknown[];
+    assert.ok(Array.isArray(coco));
+    const manifest = (await readJson<Manifest>(out, `${p}_manifest.json`))!;
+    assert.equal(manifest.status, 'succeeded');
+    assert.deepEqual(manifest.counts, { images: 22, succeeded: 20, failed: 2, skipped: 0, detections: 0, partitions: 8, partitionsFailed: 0 });
+    assert.equal(manifest.model.name, 'colours');
+    assert.ok(manifest.instanceSeconds > 0);
+    assert.equal(manifest.latencyHistogram.counts.reduce((a, b) => a + b, 0), 22);
+    const progress = s.customStatus as JobProgress;
+    assert.deepEqual({ phase: progress.phase, partitions: progress.partitions, generation: progress.generation }, { phase: 'done', partitions: { total: 8, done: 8, failed: 0 }, generation: 1 });
+    assert.deepEqual(s.output, { jobId: 'job-ok', status: 'succeeded', counts: manifest.counts, files: manifest.files });
+    // Exactly the expected files: plan, parts, results, failures, manifest, per-image results.
+    const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
+    const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/')).sort();
+    assert.deepEqual(top, ['_failures.jsonl', '_manifest.json', 'coco_results.json', 'results.jsonl']);
+    assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
+    assert.equal(names.filter((n) => n.startsWith('_plan/')).length, 9);
+    assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 3);
+  });
+
+  test('partitions failing then succeeding on retry: every result present exactly once', async () => {
+    const attempts = new Map<number, number>();
+    const e = engine(async (name, inp, attempt, go) => {
+      if (name === 'inferPartition') {
+        const n = (inp as { n: number }).n;
+        attempts.set(n, Math.max(attempts.get(n) ?? 0, attempt));
+        if ((n === 1 || n === 5) && attempt < 3) throw new Error(`injected crash in partition ${n}, attempt ${attempt}`);
+      }
+      return go();
+    });
+    const s = await run(e, 'job-retry');
+    e.close();
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    assert.equal(attempts.get(1), 3);
+    assert.equal(attempts.get(5), 3);
+    assert.equal(attempts.get(0), 1);
+    const out = az.service.getContainerClient('results');
+    const results = await jsonl<ImageResult>(out, 'runs/job-retry/results.jsonl');
+    assert.equal(results.length, GOOD);
+    assert.equal(new Set(results.map((r) => r.source.name)).size, GOOD);
+    assert.equal((await readJson<Manifest>(out, 'runs/job-retry/_manifest.json'))!.counts.partitionsFailed, 0);
+  });
+
+  test('a partition that exhausts its retries is recorded; the others finish; the threshold decides', async () => {
+    const always = (bad: number): ActivityRunner => async (name, inp, _attempt, go) => {
+      if (name === 'inferPartition' && (inp as { n: number }).n === bad) throw new Error(`storage unreachable for partition ${bad}`);
+      return go();
+    };
+    // 3 images of 22 lost with the partition (+2 corrupt) = 22.7% > 20%: the job fails, with all other outputs written.
+    const e = engine(always(2));
+    const s = await run(e, 'job-exhaust');
+    e.close();
+    assert.equal(s.runtimeStatus, 'Failed');
+    assert.match(String(s.output), /JobFailed: 5 of 22 images failed/);
+    const out = az.service.getContainerClient('results');
+    const m = (await readJson<Manifest>(out, 'runs/job-exhaust/_manifest.json'))!;
+    assert.equal(m.status, 'failed');
+    assert.equal(m.counts.partitionsFailed, 1);
+    assert.equal(m.counts.succeeded, GOOD - 3);
+    const failures = await jsonl<{ blob: string; code: string; message: string }>(out, 'runs/job-exhaust/_failures.jsonl');
+    const part = failures.find((f) => f.blob === '(partition 2)');
+    assert.ok(part, 'the partition is in the failures');
+    assert.match(part.message, /storage unreachable for partition 2/);
+    assert.equal((await jsonl<ImageResult>(out, 'runs/job-exhaust/results.jsonl')).length, GOOD - 3);
+
+    // Tolerating more, the same failure completes the job.
+    const e2 = engine(always(2));
+    const s2 = await run(e2, 'job-tolerate', { toleratedFailurePercent: 50 });
+    e2.close();
+    assert.equal(s2.runtimeStatus, 'Completed');
+    assert.equal((await readJson<Manifest>(out, 'runs/job-tolerate/_manifest.json'))!.status, 'succeeded');
+  });
+});
+
+describe('the job API over the engine', () => {
+  test('submit validates, is idempotent per jobId, resumes after a failure; status and cancel', async () => {
+    const e = engine();
+    const base = 'http://127.0.0.1:7071';
+    const bad = await submitJob(e, { ...request('x'), partitionSize: 0 }, base);
+    assert.equal(bad.status, 400);
+    assert.equal((bad.body as { error: { target: string } }).error.target, 'partitionSize');
+    const missing = await submitJob(e, { input: { container: 'images' }, model: { name: 'colours' } }, base);
+    assert.equal((missing.body as { error: { target: string } }).error.target, 'output');
+
+    const first = await submitJob(e, request('job-api'), base);
+    assert.equal(first.status, 202);
+    const again = await submitJob(e, request('job-api'), base);
+    assert.ok(again.status === 202 || again.status === 200);
+    assert.equal((again.body as { duplicate: boolean }).duplicate, true);
+    const done = await e.waitFor('job-api', 120_000);
+    assert.equal(done.runtimeStatus, 'Completed');
+    const st = await jobStatus(e, 'job-api', base);
+    assert.equal(st.status, 200);
+    assert.equal((st.body as { outputs: { manifest: string } }).outputs.manifest, 'runs/job-api/_manifest.json');
+    const afterDone = await submitJob(e, request('job-api'), base);
+    assert.equal(afterDone.status, 200, 'a finished job is not run again');
+    assert.equal((await jobStatus(e, 'nope', base)).status, 404);
+    assert.equal((await cancelJob(e, 'job-api', base)).status, 409);
+    e.close();
+  });
+
+  test('cancel mid-job: terminated, outputs written so far intact', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const e = engine(async (name, inp, _a, go) => {
+      if (name === 'inferPartition' && (inp as { n: number }).n >= 3) await gate;
+      return go();
+    });
+    const base = 'http://127.0.0.1:7071';
+    await submitJob(e, request('job-cancel'), base);
+    const out = az.service.getContainerClient('results');
+    for (let i = 0; i < 200 && !(await readBlob(out, 'runs/job-cancel/_parts/2.json')); i++) await new Promise((r) => setTimeout(r, 50));
+    const before = (await listAllBlobs(out, { prefix: 'runs/job-cancel/results/' })).length;
+    assert.equal(before, 9, 'the first three partitions finished');
+    const c = await cancelJob(e, 'job-cancel', base);
+    assert.equal(c.status, 202);
+    assert.equal((await e.status('job-cancel'))!.runtimeStatus, 'Terminated');
+    release();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await e.status('job-cancel'))!.runtimeStatus, 'Terminated');
+    assert.ok((await listAllBlobs(out, { prefix: 'runs/job-cancel/results/' })).length >= before, 'nothing written was lost');
+    e.close();
+  });
+});
