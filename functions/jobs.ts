@@ -13,7 +13,14 @@ export function durableJobClient(context: InvocationContext): JobClient {
       await client.startNew(name, { instanceId, input });
     },
     status: async (id) => {
-      const s = await client.getStatus(id, { showInput: true });
+      let s;
+      try {
+        s = await client.getStatus(id, { showInput: true });
+      } catch (err) {
+        // The client reports an unknown instance as an error mentioning HTTP 404.
+        if (/HTTP 404/.test((err as Error).message)) return undefined;
+        throw err;
+      }
       // The client returns an empty status for unknown instances.
       if (!s || !s.instanceId) return undefined;
       return {

@@ -41,6 +41,8 @@ export const JobRequestSchema = z
       .strict(),
     model: z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be 1-100 characters of A-Z a-z 0-9 . _ -').refine((n) => !n.includes('..'), "must not contain '..'") }).strict(),
     partitionSize: z.number().int().min(1).max(10_000).default(64),
+    /** Partitions processed at once (a wave); bounds the load on storage and instances. */
+    maxParallelPartitions: z.number().int().min(1).max(1000).default(32),
     toleratedFailurePercent: z.number().min(0).max(100).default(1),
     skipExisting: z.boolean().default(true),
     params: InferParamsSchema.default({}),
@@ -57,6 +59,7 @@ export interface JobSpec {
   output: { container: string; prefix: string; overlays: boolean };
   model: { name: string };
   partitionSize: number;
+  maxParallelPartitions: number;
   toleratedFailurePercent: number;
   skipExisting: boolean;
   params: InferParams;
@@ -85,6 +88,7 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
     output: req.output,
     model: req.model,
     partitionSize: req.partitionSize,
+    maxParallelPartitions: req.maxParallelPartitions,
     toleratedFailurePercent: req.toleratedFailurePercent,
     skipExisting: req.skipExisting,
     params: req.params,

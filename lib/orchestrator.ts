@@ -75,7 +75,7 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
       ? input.state
       : {
           job: input.job,
-          options: { ...DEFAULT_FAN_OUT, ...input.options, retry: { ...DEFAULT_FAN_OUT.retry, ...input.options?.retry } },
+          options: { ...DEFAULT_FAN_OUT, parallel: input.job.maxParallelPartitions ?? DEFAULT_FAN_OUT.parallel, ...input.options, retry: { ...DEFAULT_FAN_OUT.retry, ...input.options?.retry } },
           next: 0,
           totals: EMPTY_TOTALS,
           failedPartitions: [],

@@ -140,6 +140,41 @@ export class DurableEngine implements JobClient {
 
   // ----- for the local host and tests ----------------------------------------------------------
 
+  /**
+   * Takes back an instance saved before a restart: whatever was in flight (activities scheduled
+   * without an outcome, timers not fired) is started again. Activities must be idempotent: one
+   * that finished but whose outcome was not saved yet runs a second time.
+   */
+  resume(rec: InstanceRecord): void {
+    this.instances.set(rec.instanceId, rec);
+    this.inbox.set(rec.instanceId, []);
+    if (!isActive(rec.runtimeStatus)) return;
+    const execution = rec.execution;
+    if (rec.history.length === 0) {
+      this.deliver(rec, { EventType: EV.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Name: rec.name, Input: JSON.stringify(rec.input) }, execution);
+      return;
+    }
+    const done = new Set<number>();
+    const fired = new Set<number>();
+    for (const e of rec.history) {
+      if (e.EventType === EV.TaskCompleted || e.EventType === EV.TaskFailed) done.add(Number(e['TaskScheduledId']));
+      if (e.EventType === EV.TimerFired) fired.add(Number(e['TimerId']));
+    }
+    for (const e of rec.history) {
+      if (e.EventType === EV.TaskScheduled && !done.has(e.EventId)) {
+        const action = rec.retries[e.EventId]?.action ?? { actionType: ACT.CallActivity, functionName: String(e['Name']), input: safeParse(String(e['Input'] ?? 'null')) };
+        this.runActivity(rec, execution, e.EventId, action);
+      } else if (e.EventType === EV.TimerCreated && !fired.has(e.EventId)) {
+        this.fireTimer(rec, execution, e.EventId, new Date(String(e['FireAt'])));
+      }
+    }
+  }
+
+  /** Instances known to this engine. */
+  list(): InstanceStatus[] {
+    return [...this.instances.values()].map(statusOf);
+  }
+
   waitFor(instanceId: string, timeoutMs = 600_000): Promise<InstanceStatus> {
     const r = this.instances.get(instanceId);
     if (!r) return Promise.reject(new Error(`no instance '${instanceId}'`));

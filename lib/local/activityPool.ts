@@ -1,0 +1,121 @@
+/**
+ * Activities on a pool of worker processes, like separate Function App instances: each process
+ * loads the same function files, keeps its own model sessions, and runs one activity at a time.
+ * A process that dies fails its activity (the orchestrator's retry options take over) and is
+ * replaced.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+interface Job {
+  id: number;
+  name: string;
+  input: unknown;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  child: ChildProcess;
+  job?: Job;
+  ready: boolean;
+}
+
+export interface ActivityPoolOptions {
+  size: number;
+  /** Environment of the worker processes (settings). */
+  env: NodeJS.ProcessEnv;
+  log?: (msg: string) => void;
+}
+
+export class ActivityPool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: Job[] = [];
+  private nextId = 1;
+  private closed = false;
+  /** Processes started, and how many died with work in hand (for tests and the demo). */
+  readonly stats = { started: 0, crashed: 0 };
+
+  constructor(private readonly opts: ActivityPoolOptions) {
+    for (let i = 0; i < opts.size; i++) this.spawn();
+  }
+
+  run(name: string, input: unknown): Promise<unknown> {
+    if (this.closed) return Promise.reject(new Error('activity pool is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ id: this.nextId++, name, input, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  /** Kills one busy worker process (fault injection for tests and the reliability suite). */
+  killOne(): boolean {
+    const busy = this.slots.find((s) => s.job);
+    if (!busy) return false;
+    busy.child.kill('SIGKILL');
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const j of this.queue.splice(0)) j.reject(new Error('activity pool closed'));
+    await Promise.all(
+      this.slots.splice(0).map(
+        (s) =>
+          new Promise<void>((r) => {
+            if (s.child.exitCode !== null || s.child.signalCode !== null) return r();
+            s.child.once('exit', () => r());
+            s.child.kill('SIGTERM');
+            setTimeout(() => s.child.kill('SIGKILL'), 3000).unref();
+          }),
+      ),
+    );
+  }
+
+  private spawn(): void {
+    const child = fork(join(__dirname, 'activityWorker.js'), [], { env: this.opts.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const slot: Slot = { child, ready: false };
+    this.slots.push(slot);
+    this.stats.started++;
+    child.on('message', (msg: { type: 'ready' } | { type: 'done'; id: number; ok: boolean; result?: unknown; error?: { message: string; stack?: string } }) => {
+      if (msg.type === 'ready') {
+        slot.ready = true;
+        this.dispatch();
+        return;
+      }
+      const job = slot.job;
+      if (!job || job.id !== msg.id) return;
+      slot.job = undefined;
+      if (msg.ok) job.resolve(msg.result);
+      else {
+        const e = new Error(msg.error?.message ?? 'activity failed');
+        if (msg.error?.stack) e.stack = msg.error.stack;
+        job.reject(e);
+      }
+      this.dispatch();
+    });
+    child.on('exit', (code, signal) => {
+      const i = this.slots.indexOf(slot);
+      if (i >= 0) this.slots.splice(i, 1);
+      if (slot.job) {
+        this.stats.crashed++;
+        slot.job.reject(new Error(`activity worker process died (${signal ?? `exit code ${code}`}) while running ${slot.job.name}`));
+        slot.job = undefined;
+      }
+      if (!this.closed) {
+        this.opts.log?.(`activity worker exited (${signal ?? code}); starting another`);
+        this.spawn();
+      }
+    });
+  }
+
+  private dispatch(): void {
+    for (const s of this.slots) {
+      if (this.queue.length === 0) return;
+      if (!s.ready || s.job) continue;
+      const job = this.queue.shift()!;
+      s.job = job;
+      s.child.send({ type: 'run', id: job.id, name: job.name, input: job.input });
+    }
+  }
+}

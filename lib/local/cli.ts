@@ -1,0 +1,184 @@
+#!/usr/bin/env node
+/**
+ * lakeinfer CLI: works against the local host and against a deployed Function App alike.
+ *   lakeinfer host    [--port 7071] [--data DIR] [--processes 2]   run the local host until Ctrl+C
+ *   lakeinfer submit  FILE|- [--wait]                              POST a job request (JSON)
+ *   lakeinfer status  JOB_ID [--watch]                             show (or follow) a job's progress
+ *   lakeinfer results JOB_ID [--out DIR]                           print the summary; download the outputs
+ *   lakeinfer cancel  JOB_ID                                       terminate a running job
+ * Options for the API: --url URL (or LAKEINFER_URL; default http://127.0.0.1:7071), --key KEY
+ * (or LAKEINFER_KEY: the function key of a deployed app). `results --out` reads the output
+ * container with DATA_STORAGE (a connection string) or --storage.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { BlobServiceClient } from '@azure/storage-blob';
+import type { JobView } from '../api';
+import type { Manifest } from '../finalize';
+import { listAllBlobs, readBlob } from '../storage';
+import { cancel, progressLine, status, submit, watch, type ApiOptions } from './client';
+import { startLocalHost } from './host';
+
+interface Args {
+  cmd: string;
+  pos: string[];
+  flags: Record<string, string | true>;
+}
+
+export function parseArgs(argv: string[]): Args {
+  const [cmd = 'help', ...rest] = argv;
+  const pos: string[] = [];
+  const flags: Record<string, string | true> = {};
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a.startsWith('--')) {
+      const [k, v] = a.slice(2).split('=', 2) as [string, string | undefined];
+      if (v !== undefined) flags[k] = v;
+      else if (rest[i + 1] !== undefined && !rest[i + 1]!.startsWith('--') && !['wait', 'watch'].includes(k)) flags[k] = rest[++i]!;
+      else flags[k] = true;
+    } else pos.push(a);
+  }
+  return { cmd, pos, flags };
+}
+
+function apiOf(a: Args, env: NodeJS.ProcessEnv): ApiOptions {
+  const url = (typeof a.flags['url'] === 'string' ? a.flags['url'] : undefined) ?? env['LAKEINFER_URL'] ?? 'http://127.0.0.1:7071';
+  const key = (typeof a.flags['key'] === 'string' ? a.flags['key'] : undefined) ?? env['LAKEINFER_KEY'];
+  return key ? { url, key } : { url };
+}
+
+function need(a: Args, i: number, what: string): string {
+  const v = a.pos[i];
+  if (!v) throw new Error(`missing ${what}; see 'lakeinfer help'`);
+  return v;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function summary(v: JobView): string {
+  const lines = [`job ${v.jobId}: ${v.runtimeStatus}`];
+  if (v.progress) lines.push(`  ${progressLine(v)}`);
+  if (v.outputs) lines.push(`  outputs: container '${v.outputs.container}', prefix '${v.outputs.prefix}' (manifest ${v.outputs.manifest})`);
+  if (v.runtimeStatus === 'Failed' || v.runtimeStatus === 'Terminated') lines.push(`  reason: ${typeof v.output === 'string' ? v.output : JSON.stringify(v.output)}`);
+  return lines.join('\n');
+}
+
+async function follow(api: ApiOptions, jobId: string, out: (s: string) => void): Promise<JobView> {
+  const tty = process.stdout.isTTY;
+  let last = '';
+  const v = await watch(api, jobId, (s) => {
+    const line = progressLine(s);
+    if (line === last) return;
+    last = line;
+    if (tty) process.stdout.write(`\r${line}`);
+    else out(line);
+  });
+  if (tty) process.stdout.write('\n');
+  return v;
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, out: (s: string) => void = (s) => console.log(s)): Promise<number> {
+  const a = parseArgs(argv);
+  const api = apiOf(a, env);
+  switch (a.cmd) {
+    case 'host': {
+      const data = typeof a.flags['data'] === 'string' ? resolve(a.flags['data']) : undefined;
+      const host = await startLocalHost({
+        port: Number(a.flags['port'] ?? 7071),
+        activityProcesses: Number(a.flags['processes'] ?? 2),
+        ...(data ? { azuriteLocation: data } : {}),
+        ...(typeof a.flags['storage'] === 'string' ? { storageConnectionString: a.flags['storage'] } : {}),
+        settings: { MODELS_CONTAINER: env['MODELS_CONTAINER'] ?? 'models' },
+      });
+      out(`lakeinfer local host at ${host.url}`);
+      out(`storage: ${host.connectionString}`);
+      out('Ctrl+C to stop');
+      await new Promise<void>((r) => {
+        process.once('SIGINT', r);
+        process.once('SIGTERM', r);
+      });
+      await host.stop();
+      return 0;
+    }
+    case 'submit': {
+      const file = need(a, 0, 'the job request file (or - for stdin)');
+      const request = JSON.parse(file === '-' ? await readStdin() : await readFile(file, 'utf8')) as unknown;
+      const v = await submit(api, request);
+      out(summary(v));
+      if (a.flags['wait']) {
+        const end = await follow(api, v.jobId, out);
+        out(summary(end));
+        return end.runtimeStatus === 'Completed' ? 0 : 1;
+      }
+      return 0;
+    }
+    case 'status': {
+      const id = need(a, 0, 'JOB_ID');
+      const v = a.flags['watch'] ? await follow(api, id, out) : await status(api, id);
+      out(summary(v));
+      return 0;
+    }
+    case 'cancel': {
+      out(summary(await cancel(api, need(a, 0, 'JOB_ID'))));
+      return 0;
+    }
+    case 'results': {
+      const v = await status(api, need(a, 0, 'JOB_ID'));
+      out(summary(v));
+      const cs = (typeof a.flags['storage'] === 'string' ? a.flags['storage'] : undefined) ?? env['DATA_STORAGE'];
+      if (!v.outputs) return 0;
+      if (!cs) {
+        out('  (set DATA_STORAGE or --storage to read the outputs)');
+        return 0;
+      }
+      const c = BlobServiceClient.fromConnectionString(cs).getContainerClient(v.outputs.container);
+      const m = await readBlob(c, v.outputs.manifest);
+      if (m) {
+        const man = JSON.parse(m.data.toString()) as Manifest;
+        out(`  manifest: ${man.status}; images ${man.counts.images}: ${man.counts.succeeded} succeeded, ${man.counts.failed} failed, ${man.counts.skipped} skipped; ${man.counts.detections} detections; ${man.instanceSeconds} instance-seconds`);
+      }
+      if (typeof a.flags['out'] === 'string') {
+        const dir = resolve(a.flags['out']);
+        let n = 0;
+        for (const b of await listAllBlobs(c, { prefix: v.outputs.prefix })) {
+          const rel = b.name.slice(v.outputs.prefix.length);
+          if (rel.startsWith('_plan/') || rel.startsWith('_parts/')) continue;
+          const got = await readBlob(c, b.name);
+          if (!got) continue;
+          const file = join(dir, ...rel.split('/'));
+          await mkdir(dirname(file), { recursive: true });
+          await writeFile(file, got.data);
+          n++;
+        }
+        out(`  downloaded ${n} files to ${dir}`);
+      }
+      return 0;
+    }
+    default:
+      out(
+        [
+          'lakeinfer host    [--port 7071] [--data DIR] [--processes 2]',
+          'lakeinfer submit  FILE|- [--wait]',
+          'lakeinfer status  JOB_ID [--watch]',
+          'lakeinfer results JOB_ID [--out DIR] [--storage CONNECTION_STRING]',
+          'lakeinfer cancel  JOB_ID',
+          'API: --url URL (LAKEINFER_URL, default http://127.0.0.1:7071), --key KEY (LAKEINFER_KEY)',
+        ].join('\n'),
+      );
+      return a.cmd === 'help' || a.cmd === '--help' ? 0 : 2;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`lakeinfer: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+}
