@@ -30,6 +30,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { name: 'MAX_IMAGE_BYTES', description: 'Largest input blob accepted, in bytes; larger blobs fail with ImageTooLarge.', default: String(64 * 1024 * 1024), readBy: 'lakeinfer' },
   { name: 'MAX_IMAGE_PIXELS', description: 'Largest decoded image accepted (width x height); guards against decompression bombs.', default: String(100_000_000), readBy: 'lakeinfer' },
   { name: 'AZURE_CLIENT_ID', description: 'Read by DefaultAzureCredential to pick the user-assigned managed identity.', readBy: 'azure-sdk' },
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', description: 'Application Insights for the host (provisioned by infra/).', readBy: 'host' },
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', description: 'Entra ID authentication of telemetry with the managed identity (provisioned by infra/).', readBy: 'host' },
 ];
 
 export type DataConnection =

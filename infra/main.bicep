@@ -1,0 +1,286 @@
+// lakeinfer on Azure: a Flex Consumption (FC1) Node 20 Function App with one user-assigned identity,
+// identity-based host storage, an ADLS Gen2 data account (input, output, models), Key Vault (RBAC),
+// Application Insights, and least-privilege role assignments. No shared keys anywhere.
+targetScope = 'resourceGroup'
+
+@description('Name of the azd environment; used to name resources.')
+param environmentName string
+
+@description('Location of every resource.')
+param location string = resourceGroup().location
+
+@description('Memory of each instance in MB (Flex Consumption: 512, 2048 or 4096).')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 4096
+
+@description('Most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Container names in the data account.')
+param inputContainer string = 'images'
+param outputContainer string = 'results'
+param modelsContainer string = 'models'
+
+@description('Read the data connection from a Key Vault secret (DATA_STORAGE_SECRET_URI) instead of the managed identity (DATA_STORAGE__serviceUri).')
+param useKeyVaultSecret bool = false
+
+@secure()
+@description('When useKeyVaultSecret: the data connection string to store as the secret.')
+param dataConnectionString string = ''
+
+@description('Durable task hub name.')
+param taskHubName string = 'lakeinfer'
+
+@description('Inference knobs (see README, Settings).')
+param inferWorkers int = 1
+param ortIntraOpThreads int = 0
+param inferBatchSize int = 4
+param ioConcurrency int = 8
+param maxImageBytes int = 67108864
+param maxImagePixels int = 100000000
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = { 'azd-env-name': environmentName }
+
+// Built-in role definition ids.
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-lakeinfer-${token}'
+  location: location
+  tags: tags
+}
+
+// ---- host storage: AzureWebJobsStorage (Durable task hub) and the deployment package ----
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'sthost${token}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    defaultToOAuthAuthentication: true
+  }
+}
+
+resource hostBlobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: hostStorage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: hostBlobs
+  name: 'app-package'
+}
+
+// ---- data account: ADLS Gen2 (hierarchical namespace), read through its Blob endpoint ----
+resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'stdata${token}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    isHnsEnabled: true
+    allowSharedKeyAccess: useKeyVaultSecret
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    defaultToOAuthAuthentication: !useKeyVaultSecret
+  }
+}
+
+resource dataBlobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: dataStorage
+  name: 'default'
+}
+
+resource input 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: dataBlobs
+  name: inputContainer
+}
+
+resource output 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: dataBlobs
+  name: outputContainer
+}
+
+resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: dataBlobs
+  name: modelsContainer
+}
+
+// ---- Key Vault (RBAC) for users who prefer a connection string secret ----
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-${token}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource dataSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useKeyVaultSecret) {
+  parent: vault
+  name: 'data-storage-connection'
+  properties: { value: dataConnectionString }
+}
+
+// ---- monitoring ----
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${token}'
+  location: location
+  tags: tags
+  properties: { sku: { name: 'PerGB2018' }, retentionInDays: 30 }
+}
+
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${token}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id, DisableLocalAuth: true }
+}
+
+// ---- the Function App on Flex Consumption ----
+// Every name here is declared in lib/config.ts (SETTINGS); test/deploy.test.ts checks both ways.
+var baseSettings = [
+  { name: 'AzureWebJobsStorage__accountName', value: hostStorage.name }
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
+  { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
+  { name: 'TASK_HUB_NAME', value: taskHubName }
+  { name: 'MODELS_CONTAINER', value: modelsContainer }
+  { name: 'INFER_WORKERS', value: string(inferWorkers) }
+  { name: 'ORT_INTRA_OP_THREADS', value: string(ortIntraOpThreads) }
+  { name: 'INFER_BATCH_SIZE', value: string(inferBatchSize) }
+  { name: 'IO_CONCURRENCY', value: string(ioConcurrency) }
+  { name: 'MAX_IMAGE_BYTES', value: string(maxImageBytes) }
+  { name: 'MAX_IMAGE_PIXELS', value: string(maxImagePixels) }
+]
+var dataSettings = useKeyVaultSecret
+  ? [
+      { name: 'DATA_STORAGE_SECRET_URI', value: '${vault.properties.vaultUri}secrets/data-storage-connection' }
+    ]
+  : [
+      { name: 'DATA_STORAGE__serviceUri', value: dataStorage.properties.primaryEndpoints.blob }
+      { name: 'DATA_STORAGE__clientId', value: identity.properties.clientId }
+    ]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${token}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: { name: 'FC1', tier: 'FlexConsumption' }
+  properties: { reserved: true }
+}
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
+  name: 'func-lakeinfer-${token}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identity.id}': {} }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${hostStorage.properties.primaryEndpoints.blob}${deploymentContainer.name}'
+          authentication: { type: 'UserAssignedIdentity', userAssignedIdentityResourceId: identity.id }
+        }
+      }
+      scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: instanceMemoryMB }
+      runtime: { name: 'node', version: '20' }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: concat(baseSettings, dataSettings)
+    }
+  }
+}
+
+// ---- least-privilege roles for the app's identity ----
+// Host storage: blobs (leases, deployment package), queues and tables for the Durable task hub.
+resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: hostStorage
+  name: guid(hostStorage.id, identity.id, roles.storageBlobDataOwner)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource hostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: hostStorage
+  name: guid(hostStorage.id, identity.id, roles.storageQueueDataContributor)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource hostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: hostStorage
+  name: guid(hostStorage.id, identity.id, roles.storageTableDataContributor)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+// Data: read the input and the models, write the output; nothing account-wide.
+resource inputReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: input
+  name: guid(input.id, identity.id, roles.storageBlobDataReader)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource modelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: models
+  name: guid(models.id, identity.id, roles.storageBlobDataReader)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource outputContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: output
+  name: guid(output.id, identity.id, roles.storageBlobDataContributor)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: insights
+  name: guid(insights.id, identity.id, roles.monitoringMetricsPublisher)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+output AZURE_FUNCTION_APP_NAME string = app.name
+output LAKEINFER_URL string = 'https://${app.properties.defaultHostName}'
+output DATA_STORAGE_ACCOUNT string = dataStorage.name
+output KEY_VAULT_NAME string = vault.name

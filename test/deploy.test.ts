@@ -1,0 +1,112 @@
+/**
+ * The deployment: the package layout and size, and one source of truth for settings between
+ * lib/config.ts and infra/main.bicep.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SETTINGS } from '../lib/config';
+import { buildPackage, type PackageReport } from '../lib/deploy/package';
+import { extractZip, listZip, type ZipEntryInfo } from '../lib/deploy/zip';
+import { execFileSync } from 'node:child_process';
+
+const root = join(__dirname, '..', '..');
+let report: PackageReport;
+let entries: ZipEntryInfo[];
+
+before(async () => {
+  report = await buildPackage(root, mkdtempSync(join(tmpdir(), 'lakeinfer-pkg-')));
+  entries = await listZip(report.zip);
+});
+
+test('package: host.json, package.json whose main glob finds every function file', async () => {
+  const names = new Set(entries.map((e) => e.name));
+  assert.ok(names.has('host.json'));
+  const pkg = JSON.parse((await readFile(join(root, 'package.json'), 'utf8'))) as { main: string; dependencies: Record<string, string> };
+  assert.equal(pkg.main, 'dist/functions/*.js');
+  const functionsInZip = entries.map((e) => e.name).filter((n) => /^dist\/functions\/[^/]+\.js$/.test(n)).sort();
+  assert.deepEqual(functionsInZip, ['dist/functions/health.js', 'dist/functions/inferenceJob.js', 'dist/functions/jobs.js']);
+  const host = JSON.parse(await readFile(join(root, 'host.json'), 'utf8')) as { version: string };
+  assert.equal(host.version, '2.0');
+  // Every module the function files need is in the package.
+  for (const dep of Object.keys(pkg.dependencies)) assert.ok([...names].some((n) => n.startsWith(`node_modules/${dep}/`)), `${dep} is packaged`);
+  for (const lib of ['dist/lib/activities.js', 'dist/lib/model/worker.js', 'dist/lib/orchestrator.js']) assert.ok(names.has(lib), lib);
+});
+
+test('package: no dev files, no dev dependencies, linux-x64 native binaries only, size bounded', () => {
+  const names = entries.map((e) => e.name);
+  for (const bad of [/^dist\/test\//, /^dist\/bench\//, /^dist\/lib\/local\//, /\.ts$/, /\.map$/, /^local\.settings/, /^node_modules\/(azurite|typescript|eslint|onnx-proto|@gutenye|typescript-eslint)\//, /^test\//, /^infra\//]) {
+    const hit = names.find((n) => bad.test(n));
+    assert.equal(hit, undefined, `${hit} should not ship`);
+  }
+  const ort = names.filter((n) => n.startsWith('node_modules/onnxruntime-node/bin/'));
+  assert.ok(ort.length > 0);
+  assert.ok(ort.every((n) => n.includes('/linux/x64/')), `onnxruntime binaries: ${ort.join(', ')}`);
+  const so = entries.find((e) => e.name.endsWith('linux/x64/onnxruntime_binding.node'));
+  assert.ok(so && (so.mode & 0o444) !== 0);
+  const sharpPkgs = new Set(names.filter((n) => n.startsWith('node_modules/@img/sharp-')).map((n) => n.split('/')[2]));
+  assert.ok(sharpPkgs.size > 0);
+  assert.ok([...sharpPkgs].every((p) => /linux-x64$/.test(p!)), [...sharpPkgs].join(', '));
+  // onnxruntime-node alone ships ~288 MB for all platforms; the linux-x64 package stays far below.
+  assert.ok(report.unpackedBytes < 150 * 1024 * 1024, `unpacked ${(report.unpackedBytes / 1048576).toFixed(1)} MiB`);
+  assert.ok(report.bytes < 60 * 1024 * 1024, `zip ${(report.bytes / 1048576).toFixed(1)} MiB`);
+  console.log(`deployment package: ${(report.bytes / 1048576).toFixed(1)} MiB zipped, ${(report.unpackedBytes / 1048576).toFixed(1)} MiB unpacked, ${report.entries} files`);
+});
+
+test('infra provisions every setting the code reads, and names no setting the code does not declare', async () => {
+  const bicep = await readFile(join(root, 'infra', 'main.bicep'), 'utf8');
+  const provisioned = new Set([...bicep.matchAll(/\{ name: '([A-Za-z0-9_]+)', value:/g)].map((m) => m[1]!));
+  const declared = new Set(SETTINGS.map((s) => s.name));
+  for (const name of provisioned) {
+    const base = name.split('__')[0]!;
+    assert.ok(declared.has(name) || declared.has(base), `infra sets ${name}, which lib/config.ts does not declare`);
+  }
+  // Local-only: a connection string for the data account (Azure uses the identity or Key Vault forms).
+  const localOnly = new Set(['DATA_STORAGE']);
+  for (const s of SETTINGS) {
+    if (localOnly.has(s.name)) continue;
+    const isProvisioned = provisioned.has(s.name) || [...provisioned].some((p) => p.startsWith(`${s.name}__`));
+    assert.ok(isProvisioned, `infra does not provision ${s.name}`);
+  }
+  // Both data connection forms are provisioned, one or the other by useKeyVaultSecret.
+  assert.match(bicep, /useKeyVaultSecret\s*\n?\s*\? \[\s*\n\s*\{ name: 'DATA_STORAGE_SECRET_URI'/);
+  assert.match(bicep, /allowSharedKeyAccess: false/);
+  assert.match(bicep, /name: 'FC1', tier: 'FlexConsumption'/);
+  assert.match(bicep, /runtime: \{ name: 'node', version: '20' \}/);
+  assert.match(bicep, /ftpsState: 'Disabled'/);
+  assert.match(bicep, /httpsOnly: true/);
+  assert.match(bicep, /isHnsEnabled: true/);
+  // Role assignments are named guid(scope, principal, role).
+  const assignments = [...bicep.matchAll(/name: guid\(([a-zA-Z]+)\.id, identity\.id, roles\.([a-zA-Z]+)\)/g)].map((m) => `${m[1]}:${m[2]}`);
+  assert.deepEqual(assignments.sort(), [
+    'hostStorage:storageBlobDataOwner',
+    'hostStorage:storageQueueDataContributor',
+    'hostStorage:storageTableDataContributor',
+    'input:storageBlobDataReader',
+    'insights:monitoringMetricsPublisher',
+    'models:storageBlobDataReader',
+    'output:storageBlobDataContributor',
+    'vault:keyVaultSecretsUser',
+  ]);
+});
+
+test('the unpacked package loads: every function registers from its own node_modules', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lakeinfer-unpacked-'));
+  assert.equal(await extractZip(report.zip, dir), report.entries);
+  const script = `
+    const h = require(${JSON.stringify(join(root, 'dist', 'lib', 'local', 'functionsHost.js'))});
+    const fs = require('fs'); const path = require('path');
+    const d = path.join(${JSON.stringify(dir)}, 'dist', 'functions');
+    const reg = h.loadFunctions(fs.readdirSync(d).filter((f) => f.endsWith('.js')).map((f) => path.join(d, f)));
+    const ort = require(require.resolve('onnxruntime-node', { paths: [${JSON.stringify(dir)}] }));
+    const sharp = require(require.resolve('sharp', { paths: [${JSON.stringify(dir)}] }));
+    console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, sharp: typeof sharp.versions.vips }));`;
+  const out = execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } });
+  const got = JSON.parse(out.trim().split('\n').pop()!) as { functions: string[]; ort: string; sharp: string };
+  assert.deepEqual(got.functions, ['cancelJob', 'finalizeJob', 'health', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'submitJob']);
+  assert.equal(got.ort, 'function');
+  assert.equal(got.sharp, 'string');
+});
