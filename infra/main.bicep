@@ -41,6 +41,9 @@ param ioConcurrency int = 8
 param maxImageBytes int = 67108864
 param maxImagePixels int = 100000000
 
+@description('Price of one GB-second in USD, for the cost estimate in manifests and reports.')
+param pricePerGbSecond string = '0.000026'
+
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = { 'azd-env-name': environmentName }
 
@@ -178,6 +181,8 @@ var baseSettings = [
   { name: 'IO_CONCURRENCY', value: string(ioConcurrency) }
   { name: 'MAX_IMAGE_BYTES', value: string(maxImageBytes) }
   { name: 'MAX_IMAGE_PIXELS', value: string(maxImagePixels) }
+  { name: 'INSTANCE_MEMORY_MB', value: string(instanceMemoryMB) }
+  { name: 'PRICE_PER_GB_SECOND', value: pricePerGbSecond }
 ]
 var dataSettings = useKeyVaultSecret
   ? [

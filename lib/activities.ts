@@ -6,7 +6,7 @@
  */
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError } from './errors';
-import { finalizeJob, type FinalizeInput, type Manifest } from './finalize';
+import { finalizeJob, type CostSettings, type FinalizeInput, type Manifest } from './finalize';
 import type { JobSpec } from './jobs';
 import { ModelCache } from './model';
 import { settings } from './config';
@@ -20,6 +20,7 @@ export interface ActivityDeps {
   ioConcurrency: number;
   maxImageBytes: number;
   maxImagePixels: number;
+  cost: CostSettings;
 }
 
 export interface ActivityError {
@@ -111,7 +112,7 @@ export function createActivities(deps: ActivityDeps) {
     finalizeJob: (input: FinalizeInput): Promise<Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>> =>
       outcome(async () => {
         const svc = await deps.service();
-        const m = await finalizeJob(svc.getContainerClient(input.job.output.container), input);
+        const m = await finalizeJob(svc.getContainerClient(input.job.output.container), input, deps.cost);
         return { status: m.status, counts: m.counts, files: m.files };
       }),
   };
@@ -131,6 +132,7 @@ export function defaultActivities(): Activities {
       ioConcurrency: s.ioConcurrency,
       maxImageBytes: s.maxImageBytes,
       maxImagePixels: s.maxImagePixels,
+      cost: { instanceMemoryMB: s.instanceMemoryMB, pricePerGbSecond: s.pricePerGbSecond },
     });
   }
   return processActivities;

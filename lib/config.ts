@@ -29,6 +29,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { name: 'IO_CONCURRENCY', description: 'Concurrent blob downloads/uploads per partition.', default: '8', readBy: 'lakeinfer' },
   { name: 'MAX_IMAGE_BYTES', description: 'Largest input blob accepted, in bytes; larger blobs fail with ImageTooLarge.', default: String(64 * 1024 * 1024), readBy: 'lakeinfer' },
   { name: 'MAX_IMAGE_PIXELS', description: 'Largest decoded image accepted (width x height); guards against decompression bombs.', default: String(100_000_000), readBy: 'lakeinfer' },
+  { name: 'INSTANCE_MEMORY_MB', description: 'Memory of one instance, for the GB-seconds in the manifest and report (Flex Consumption: 512, 2048 or 4096).', default: '2048', readBy: 'lakeinfer' },
+  { name: 'PRICE_PER_GB_SECOND', description: 'Price of one GB-second in USD, for the cost estimate (Flex Consumption on demand).', default: '0.000026', readBy: 'lakeinfer' },
   { name: 'AZURE_CLIENT_ID', description: 'Read by DefaultAzureCredential to pick the user-assigned managed identity.', readBy: 'azure-sdk' },
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', description: 'Application Insights for the host (provisioned by infra/).', readBy: 'host' },
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', description: 'Entra ID authentication of telemetry with the managed identity (provisioned by infra/).', readBy: 'host' },
@@ -49,6 +51,8 @@ export interface Settings {
   ioConcurrency: number;
   maxImageBytes: number;
   maxImagePixels: number;
+  instanceMemoryMB: number;
+  pricePerGbSecond: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -73,6 +77,15 @@ function intSetting(env: Env, name: string, min: number, max: number): number {
   const n = Number(v);
   if (n < min || n > max) {
     throw new LakeInferError('ConfigInvalid', `setting ${name} must be between ${min} and ${max}, got ${n}`, { target: name });
+  }
+  return n;
+}
+
+function numberSetting(env: Env, name: string, min: number, max: number): number {
+  const v = withDefault(env, name)!;
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?([eE]-?\d+)?$/.test(v) || !Number.isFinite(n) || n < min || n > max) {
+    throw new LakeInferError('ConfigInvalid', `setting ${name} must be a number between ${min} and ${max}, got '${v}'`, { target: name });
   }
   return n;
 }
@@ -162,6 +175,8 @@ export function loadSettings(env: Env = process.env): Settings {
     ioConcurrency: intSetting(env, 'IO_CONCURRENCY', 1, 256),
     maxImageBytes: intSetting(env, 'MAX_IMAGE_BYTES', 1024, 2 ** 31 - 1),
     maxImagePixels: intSetting(env, 'MAX_IMAGE_PIXELS', 1, 2 ** 31 - 1),
+    instanceMemoryMB: intSetting(env, 'INSTANCE_MEMORY_MB', 128, 65536),
+    pricePerGbSecond: numberSetting(env, 'PRICE_PER_GB_SECOND', 0, 1),
   };
 }
 

@@ -8,7 +8,8 @@ import type { ContainerClient } from '@azure/storage-blob';
 import type { JobSpec } from './jobs';
 import type { JobTotals } from './orchestration';
 import { partFailuresName, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionSummary, type StageTimings } from './pipeline';
-import { contentTypeFor, readBlob, readJson, storageError, writeJson } from './storage';
+import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
+import { contentTypeFor, outputBlobName, readBlob, readJson, storageError, writeBlob, writeJson } from './storage';
 
 /** Appends text to a block blob in blocks of about 4 MiB; commit() publishes it whole. */
 class BlockWriter {
@@ -87,12 +88,29 @@ export interface Manifest {
   wallSeconds: number;
   /** Activity time consumed (sum of partition wall times). */
   instanceSeconds: number;
+  cost: CostEstimate;
   files: string[];
+}
+
+export interface CostSettings {
+  instanceMemoryMB: number;
+  pricePerGbSecond: number;
+}
+
+export interface CostEstimate extends CostSettings {
+  instanceSeconds: number;
+  gbSeconds: number;
+  estimatedUsd: number;
+}
+
+export function estimateCost(instanceSeconds: number, s: CostSettings): CostEstimate {
+  const gbSeconds = Math.round(instanceSeconds * (s.instanceMemoryMB / 1024) * 1000) / 1000;
+  return { ...s, instanceSeconds, gbSeconds, estimatedUsd: Math.round(gbSeconds * s.pricePerGbSecond * 1e6) / 1e6 };
 }
 
 export const LATENCY_BOUNDS_MS = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, Number.POSITIVE_INFINITY];
 
-export async function finalizeJob(output: ContainerClient, input: FinalizeInput): Promise<Manifest> {
+export async function finalizeJob(output: ContainerClient, input: FinalizeInput, costSettings: CostSettings): Promise<Manifest> {
   const p = input.job.jobPrefix;
   const results = new BlockWriter(output, `${p}results.jsonl`);
   const coco = new BlockWriter(output, `${p}coco_results.json`);
@@ -102,16 +120,27 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput)
   const failedParts = new Map(input.failedPartitions.map((f) => [f.n, f]));
   let imageId = 0;
   let firstCoco = true;
+  // For the report: evenly sampled images, the first failures, when each partition ended.
+  const stride = Math.max(1, Math.ceil((input.totals.succeeded + input.totals.skipped) / MAX_THUMBNAILS));
+  const samples: ReportSample[] = [];
+  const reportFailures: ReportFailure[] = [];
+  let failuresTotal = 0;
+  const partitionEnds: [number, number][] = [];
+  const t0 = Date.parse(input.startedAt);
   await coco.write('[');
   for (let n = 0; n < input.partitions; n++) {
     const summary = await readJson<PartitionSummary>(output, partSummaryName(p, n));
     if (!summary) {
       const f = failedParts.get(n);
-      await failures.write(`${JSON.stringify({ blob: `(partition ${n})`, stage: 'partition', code: f?.code ?? 'PartitionFailed', message: f?.message ?? 'partition did not complete' } satisfies { blob: string; stage: string; code: string; message: string })}\n`);
+      const rec: ReportFailure = { blob: `(partition ${n})`, stage: 'partition', code: f?.code ?? 'PartitionFailed', message: f?.message ?? 'partition did not complete' };
+      await failures.write(`${JSON.stringify(rec)}\n`);
+      failuresTotal++;
+      if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(rec);
       continue;
     }
     for (const k of Object.keys(stageMs) as (keyof StageTimings)[]) stageMs[k] += summary.stageMs[k];
     for (const ms of summary.latenciesMs) counts[LATENCY_BOUNDS_MS.findIndex((b) => ms <= b)]!++;
+    partitionEnds.push([Math.max(0, (Date.parse(summary.endedAt) - t0) / 1000), summary.images]);
     const res = await readBlob(output, partResultsName(p, n));
     if (res && res.data.length > 0) {
       await results.write(res.data);
@@ -120,6 +149,16 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput)
         if (line === '') continue;
         const r = JSON.parse(line) as ImageResult;
         imageId++;
+        if ((imageId - 1) % stride === 0 && samples.length < MAX_THUMBNAILS) {
+          samples.push({
+            name: r.source.name,
+            ...(input.job.output.overlays ? { overlay: outputBlobName(p, 'overlays', r.source.name, '.png').slice(p.length) } : {}),
+            width: r.width,
+            height: r.height,
+            detections: r.detections.length,
+            labels: r.detections.length ? r.detections.map((d) => d.label) : (r.classes ?? []).slice(0, 1).map((c) => c.label),
+          });
+        }
         for (const d of r.detections) {
           const ann = { image_id: imageId, file_name: r.source.name, category_id: d.category_id, bbox: d.bbox, score: d.score, ...(d.segmentation ? { segmentation: d.segmentation } : {}) };
           cocoText += `${firstCoco ? '' : ','}\n${JSON.stringify(ann)}`;
@@ -129,7 +168,14 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput)
       await coco.write(cocoText);
     }
     const fail = await readBlob(output, partFailuresName(p, n));
-    if (fail && fail.data.length > 0) await failures.write(fail.data);
+    if (fail && fail.data.length > 0) {
+      await failures.write(fail.data);
+      for (const line of fail.data.toString('utf8').split('\n')) {
+        if (line === '') continue;
+        failuresTotal++;
+        if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(JSON.parse(line) as ReportFailure);
+      }
+    }
   }
   await coco.write('\n]\n');
   await Promise.all([results.commit(), coco.commit(), failures.commit()]);
@@ -153,8 +199,10 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput)
     endedAt: input.endedAt,
     wallSeconds: Math.max(0, (Date.parse(input.endedAt) - Date.parse(input.startedAt)) / 1000),
     instanceSeconds: t.activitySeconds,
-    files: ['results.jsonl', 'coco_results.json', '_failures.jsonl', '_manifest.json'].map((f) => `${p}${f}`),
+    cost: estimateCost(t.activitySeconds, costSettings),
+    files: ['results.jsonl', 'coco_results.json', '_failures.jsonl', '_manifest.json', 'report.html'].map((f) => `${p}${f}`),
   };
+  await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds }));
   await writeJson(output, `${p}_manifest.json`, manifest);
   return manifest;
 }

@@ -78,6 +78,11 @@ describe('the real HTTP handlers and the CLI through the local host', () => {
     assert.equal(await cli(['results', 'cli-job', '--url', host.url, '--out', outDir], { DATA_STORAGE: az.azurite.connectionString }, say), 0);
     assert.match(lines.join('\n'), /manifest: succeeded; images 9: 6 succeeded, 3 failed/);
     assert.ok((await readdir(outDir)).includes('_manifest.json'));
+    lines.length = 0;
+    const reportDir = join(dir, 'report');
+    assert.equal(await cli(['report', 'cli-job', '--url', host.url, '--out', reportDir], { DATA_STORAGE: az.azurite.connectionString }, say), 0);
+    assert.match(lines.join('\n'), /report: .*report\.html/);
+    assert.match(await readFile(join(reportDir, 'report.html'), 'utf8'), /Job cli-job: succeeded/);
     // Same jobId again: the finished job is returned, not run twice.
     const again = await submit({ url: host.url }, { jobId: 'cli-job', input: { container: 'images', prefix: 'demo/' }, output: { container: 'results', prefix: 'cli/' }, model: { name: 'ppocr-v4-det' } });
     assert.equal(again.runtimeStatus, 'Completed');

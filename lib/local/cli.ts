@@ -6,16 +6,19 @@
  *   lakeinfer status  JOB_ID [--watch]                             show (or follow) a job's progress
  *   lakeinfer results JOB_ID [--out DIR]                           print the summary; download the outputs
  *   lakeinfer cancel  JOB_ID                                       terminate a running job
+ *   lakeinfer report  JOB_ID [--out DIR] [--open]                  download report.html (with overlays) and open it
  * Options for the API: --url URL (or LAKEINFER_URL; default http://127.0.0.1:7071), --key KEY
  * (or LAKEINFER_KEY: the function key of a deployed app). `results --out` reads the output
  * container with DATA_STORAGE (a connection string) or --storage.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { JobView } from '../api';
 import type { Manifest } from '../finalize';
-import { listAllBlobs, readBlob } from '../storage';
+import { readBlob } from '../storage';
+import { downloadOutputs } from './outputs';
 import { cancel, progressLine, status, submit, watch, type ApiOptions } from './client';
 import { startLocalHost } from './host';
 
@@ -34,7 +37,7 @@ export function parseArgs(argv: string[]): Args {
     if (a.startsWith('--')) {
       const [k, v] = a.slice(2).split('=', 2) as [string, string | undefined];
       if (v !== undefined) flags[k] = v;
-      else if (rest[i + 1] !== undefined && !rest[i + 1]!.startsWith('--') && !['wait', 'watch'].includes(k)) flags[k] = rest[++i]!;
+      else if (rest[i + 1] !== undefined && !rest[i + 1]!.startsWith('--') && !['wait', 'watch', 'open'].includes(k)) flags[k] = rest[++i]!;
       else flags[k] = true;
     } else pos.push(a);
   }
@@ -143,18 +146,24 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       }
       if (typeof a.flags['out'] === 'string') {
         const dir = resolve(a.flags['out']);
-        let n = 0;
-        for (const b of await listAllBlobs(c, { prefix: v.outputs.prefix })) {
-          const rel = b.name.slice(v.outputs.prefix.length);
-          if (rel.startsWith('_plan/') || rel.startsWith('_parts/')) continue;
-          const got = await readBlob(c, b.name);
-          if (!got) continue;
-          const file = join(dir, ...rel.split('/'));
-          await mkdir(dirname(file), { recursive: true });
-          await writeFile(file, got.data);
-          n++;
-        }
-        out(`  downloaded ${n} files to ${dir}`);
+        out(`  downloaded ${await downloadOutputs(c, v.outputs.prefix, dir)} files to ${dir}`);
+      }
+      return 0;
+    }
+    case 'report': {
+      const id = need(a, 0, 'JOB_ID');
+      const v = await status(api, id);
+      const cs = (typeof a.flags['storage'] === 'string' ? a.flags['storage'] : undefined) ?? env['DATA_STORAGE'];
+      if (!v.outputs) throw new Error(`job ${id} has no outputs yet (${v.runtimeStatus})`);
+      if (!cs) throw new Error('set DATA_STORAGE or --storage to read the report');
+      const c = BlobServiceClient.fromConnectionString(cs).getContainerClient(v.outputs.container);
+      const dir = resolve(typeof a.flags['out'] === 'string' ? a.flags['out'] : join('out', id));
+      const n = await downloadOutputs(c, v.outputs.prefix, dir);
+      const file = join(dir, 'report.html');
+      out(`downloaded ${n} files; report: ${file}`);
+      if (a.flags['open']) {
+        const opener = process.platform === 'darwin' ? 'open' : process.platform === 'win32' ? 'explorer' : 'xdg-open';
+        spawn(opener, [file], { detached: true, stdio: 'ignore' }).on('error', () => out(`(could not run ${opener}; open ${file} yourself)`)).unref();
       }
       return 0;
     }
@@ -166,6 +175,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
           'lakeinfer status  JOB_ID [--watch]',
           'lakeinfer results JOB_ID [--out DIR] [--storage CONNECTION_STRING]',
           'lakeinfer cancel  JOB_ID',
+          'lakeinfer report  JOB_ID [--out DIR] [--open] [--storage CONNECTION_STRING]',
           'API: --url URL (LAKEINFER_URL, default http://127.0.0.1:7071), --key KEY (LAKEINFER_KEY)',
         ].join('\n'),
       );
