@@ -11,6 +11,8 @@ interface Job {
   id: number;
   name: string;
   input: unknown;
+  /** Fault injection: kill the process running this job after this many ms. */
+  crashAfterMs?: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
 }
@@ -26,6 +28,8 @@ export interface ActivityPoolOptions {
   /** Environment of the worker processes (settings). */
   env: NodeJS.ProcessEnv;
   log?: (msg: string) => void;
+  /** Where the worker processes' stdout/stderr lines go (default: this process's). */
+  output?: (line: string) => void;
 }
 
 export class ActivityPool {
@@ -40,12 +44,31 @@ export class ActivityPool {
     for (let i = 0; i < opts.size; i++) this.spawn();
   }
 
-  run(name: string, input: unknown): Promise<unknown> {
+  run(name: string, input: unknown, faults: { crashAfterMs?: number } = {}): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('activity pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, name, input, resolve, reject });
+      this.queue.push({ id: this.nextId++, name, input, resolve, reject, ...(faults.crashAfterMs !== undefined ? { crashAfterMs: faults.crashAfterMs } : {}) });
       this.dispatch();
     });
+  }
+
+  /** Peak resident memory of each live worker process, in bytes. */
+  async peakMemory(): Promise<number[]> {
+    return Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<number>((resolve) => {
+            const onMsg = (m: { type: string; maxRss?: number }): void => {
+              if (m.type !== 'stats') return;
+              s.child.off('message', onMsg);
+              resolve(m.maxRss ?? 0);
+            };
+            s.child.on('message', onMsg);
+            s.child.send({ type: 'stats' });
+            setTimeout(() => resolve(0), 2000).unref();
+          }),
+      ),
+    );
   }
 
   /** Kills one busy worker process (fault injection for tests and the reliability suite). */
@@ -73,11 +96,24 @@ export class ActivityPool {
   }
 
   private spawn(): void {
-    const child = fork(join(__dirname, 'activityWorker.js'), [], { env: this.opts.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const out = this.opts.output;
+    const child = fork(join(__dirname, 'activityWorker.js'), [], { env: this.opts.env, stdio: ['ignore', out ? 'pipe' : 'inherit', out ? 'pipe' : 'inherit', 'ipc'] });
+    if (out) {
+      for (const stream of [child.stdout, child.stderr]) {
+        let buf = '';
+        stream?.on('data', (c: Buffer) => {
+          buf += c.toString();
+          const lines = buf.split('\n');
+          buf = lines.pop()!;
+          for (const l of lines) out(l);
+        });
+      }
+    }
     const slot: Slot = { child, ready: false };
     this.slots.push(slot);
     this.stats.started++;
-    child.on('message', (msg: { type: 'ready' } | { type: 'done'; id: number; ok: boolean; result?: unknown; error?: { message: string; stack?: string } }) => {
+    child.on('message', (msg: { type: 'ready' } | { type: 'stats' } | { type: 'done'; id: number; ok: boolean; result?: unknown; error?: { message: string; stack?: string } }) => {
+      if (msg.type === 'stats') return;
       if (msg.type === 'ready') {
         slot.ready = true;
         this.dispatch();
@@ -116,6 +152,12 @@ export class ActivityPool {
       const job = this.queue.shift()!;
       s.job = job;
       s.child.send({ type: 'run', id: job.id, name: job.name, input: job.input });
+      if (job.crashAfterMs !== undefined) {
+        const child = s.child;
+        setTimeout(() => {
+          if (s.job === job) child.kill('SIGKILL');
+        }, job.crashAfterMs).unref();
+      }
     }
   }
 }

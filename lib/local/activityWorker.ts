@@ -7,7 +7,11 @@ import { defaultFunctionFiles, loadFunctions } from './functionsHost';
 
 const functions = loadFunctions(defaultFunctionFiles());
 
-process.on('message', async (msg: { type: 'run'; id: number; name: string; input: unknown }) => {
+process.on('message', async (msg: { type: 'run' | 'stats'; id: number; name: string; input: unknown }) => {
+  if (msg.type === 'stats') {
+    process.send!({ type: 'stats', maxRss: process.resourceUsage().maxRSS * 1024 });
+    return;
+  }
   if (msg.type !== 'run') return;
   const fn = functions.get(msg.name);
   try {

@@ -33,6 +33,10 @@ export interface LocalHostOptions {
   /** Extra settings for the functions (MODELS_CONTAINER, INFER_WORKERS, ...). */
   settings?: Record<string, string>;
   log?: (msg: string) => void;
+  /** Where activity processes' output goes (default: this process's stdout/stderr). */
+  activityOutput?: (line: string) => void;
+  /** Fault injection for the reliability suite: this share of activity attempts has its process killed. */
+  faults?: { activityCrashRate: number; seed?: number };
 }
 
 export interface LocalHost {
@@ -46,6 +50,18 @@ export interface LocalHost {
 }
 
 const DURABLE_PREFIX = '/runtime/webhooks/durabletask/';
+
+/** A small deterministic PRNG (mulberry32) for reproducible fault injection. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
 
 function routeRegex(route: string): { re: RegExp; names: string[] } {
   const names: string[] = [];
@@ -111,10 +127,11 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   const store = new InstanceStore(service.getContainerClient(`${(settings['TASK_HUB_NAME'] ?? 'lakeinfer').toLowerCase()}-local-instances`));
   await store.init();
   const size = opts.activityProcesses ?? 2;
-  const pool = new ActivityPool({ size, env: { ...process.env, ...settings }, log });
+  const pool = new ActivityPool({ size, env: { ...process.env, ...settings }, log, ...(opts.activityOutput ? { output: opts.activityOutput } : {}) });
+  const rand = seeded(opts.faults?.seed ?? 1);
   const engine = new DurableEngine(functions, {
     maxConcurrentActivities: size,
-    runActivity: (name, input) => pool.run(name, input),
+    runActivity: (name, input) => pool.run(name, input, opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}),
     onChange: (rec: InstanceRecord) => store.save(rec),
     log: (m) => log(m),
   });
