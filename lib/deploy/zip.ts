@@ -3,8 +3,9 @@
  * enough to build and check the Function App package without a zip tool on the machine.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { deflateRawSync } from 'node:zlib';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -120,55 +121,51 @@ export interface ZipEntryInfo {
   mode: number;
 }
 
-/** Lists a zip's entries from its central directory. */
-export async function listZip(path: string): Promise<ZipEntryInfo[]> {
-  const buf = await readFile(path);
+interface CentralEntry extends ZipEntryInfo {
+  method: number;
+  offset: number;
+}
+
+/** The entries of a zip's central directory. */
+function* centralDirectory(buf: Buffer): Generator<CentralEntry> {
   const eocd = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-  if (eocd < 0) throw new Error(`${path} is not a zip file`);
+  if (eocd < 0) throw new Error('not a zip file');
   const count = buf.readUInt16LE(eocd + 10);
   let p = buf.readUInt32LE(eocd + 16);
-  const out: ZipEntryInfo[] = [];
   for (let i = 0; i < count; i++) {
     if (buf.readUInt32LE(p) !== 0x02014b50) throw new Error('bad central directory');
-    const compressed = buf.readUInt32LE(p + 20);
-    const size = buf.readUInt32LE(p + 24);
     const n = buf.readUInt16LE(p + 28);
-    const extra = buf.readUInt16LE(p + 30);
-    const comment = buf.readUInt16LE(p + 32);
-    const mode = (buf.readUInt32LE(p + 38) >>> 16) & 0o777;
-    out.push({ name: buf.toString('utf8', p + 46, p + 46 + n), size, compressed, mode });
-    p += 46 + n + extra + comment;
+    yield {
+      name: buf.toString('utf8', p + 46, p + 46 + n),
+      method: buf.readUInt16LE(p + 10),
+      compressed: buf.readUInt32LE(p + 20),
+      size: buf.readUInt32LE(p + 24),
+      mode: (buf.readUInt32LE(p + 38) >>> 16) & 0o777,
+      offset: buf.readUInt32LE(p + 42),
+    };
+    p += 46 + n + buf.readUInt16LE(p + 30) + buf.readUInt16LE(p + 32);
   }
-  return out;
+}
+
+/** Lists a zip's entries from its central directory. */
+export async function listZip(path: string): Promise<ZipEntryInfo[]> {
+  return [...centralDirectory(await readFile(path))].map(({ name, size, compressed, mode }) => ({ name, size, compressed, mode }));
 }
 
 /** Extracts every entry (stored or deflated) under `dir`. */
 export async function extractZip(path: string, dir: string): Promise<number> {
-  const { inflateRawSync } = await import('node:zlib');
-  const { mkdir, writeFile, chmod } = await import('node:fs/promises');
-  const { dirname, join, resolve, sep } = await import('node:path');
   const buf = await readFile(path);
-  const eocd = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-  const count = buf.readUInt16LE(eocd + 10);
-  let p = buf.readUInt32LE(eocd + 16);
   const root = resolve(dir);
-  for (let i = 0; i < count; i++) {
-    const method = buf.readUInt16LE(p + 10);
-    const compressed = buf.readUInt32LE(p + 20);
-    const n = buf.readUInt16LE(p + 28);
-    const extra = buf.readUInt16LE(p + 30);
-    const comment = buf.readUInt16LE(p + 32);
-    const mode = (buf.readUInt32LE(p + 38) >>> 16) & 0o777;
-    const offset = buf.readUInt32LE(p + 42);
-    const name = buf.toString('utf8', p + 46, p + 46 + n);
-    const target = resolve(join(root, name));
-    if (!target.startsWith(root + sep)) throw new Error(`zip entry escapes the target folder: ${name}`);
-    const lh = offset + 30 + buf.readUInt16LE(offset + 26) + buf.readUInt16LE(offset + 28);
-    const body = buf.subarray(lh, lh + compressed);
+  let count = 0;
+  for (const e of centralDirectory(buf)) {
+    const target = resolve(join(root, e.name));
+    if (!target.startsWith(root + sep)) throw new Error(`zip entry escapes the target folder: ${e.name}`);
+    const at = e.offset + 30 + buf.readUInt16LE(e.offset + 26) + buf.readUInt16LE(e.offset + 28);
+    const body = buf.subarray(at, at + e.compressed);
     await mkdir(dirname(target), { recursive: true });
-    await writeFile(target, method === 8 ? inflateRawSync(body) : body);
-    if (mode) await chmod(target, mode);
-    p += 46 + n + extra + comment;
+    await writeFile(target, e.method === 8 ? inflateRawSync(body) : body);
+    if (e.mode) await chmod(target, e.mode);
+    count++;
   }
   return count;
 }

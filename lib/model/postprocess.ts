@@ -146,30 +146,14 @@ export function instanceMask(src: ProtoSource, coeffs: ArrayLike<number>, coeffO
   if (ix1 < ix0 || iy1 < iy0) return undefined;
   const bw = ix1 - ix0 + 1;
   const bh = iy1 - iy0 + 1;
-  // Separable bilinear weights per column and per row.
+  // Separable bilinear weights: columns once, rows as they come.
   const colI = new Int32Array(bw);
   const colF = new Float32Array(bw);
-  for (let i = 0; i < bw; i++) {
-    const s = Math.max(0, (ix0 + i + 0.5) * map.sx + map.ox - 0.5);
-    let i0 = Math.floor(s);
-    let f = s - i0;
-    if (i0 >= pw - 1) {
-      i0 = pw - 1;
-      f = 0;
-    }
-    colI[i] = i0;
-    colF[i] = f;
-  }
+  for (let i = 0; i < bw; i++) [colI[i], colF[i]] = sampleAt((ix0 + i + 0.5) * map.sx + map.ox, pw);
   const box = new Uint8Array(bw * bh);
   let area = 0;
   for (let j = 0; j < bh; j++) {
-    const s = Math.max(0, (iy0 + j + 0.5) * map.sy + map.oy - 0.5);
-    let r0 = Math.floor(s);
-    let g = s - r0;
-    if (r0 >= ph - 1) {
-      r0 = ph - 1;
-      g = 0;
-    }
+    const [r0, g] = sampleAt((iy0 + j + 0.5) * map.sy + map.oy, ph);
     const r1 = Math.min(r0 + 1, ph - 1);
     const row0 = r0 * pw;
     const row1 = r1 * pw;
@@ -188,6 +172,16 @@ export function instanceMask(src: ProtoSource, coeffs: ArrayLike<number>, coeffO
   if (area === 0) return undefined;
   const counts = boxMaskToCounts(imgH, imgW, ix0, iy0, bw, bh, box);
   return { rle: { size: [imgH, imgW], counts: countsToString(counts) }, area };
+}
+
+/**
+ * Bilinear sampling index and weight along one axis for continuous coordinate u (pixel centres at
+ * k + 0.5), clamped at the edges as F.interpolate(align_corners=False) does: [index, fraction].
+ */
+function sampleAt(u: number, size: number): [number, number] {
+  const s = Math.max(0, u - 0.5);
+  const i0 = Math.floor(s);
+  return i0 >= size - 1 ? [size - 1, 0] : [i0, s - i0];
 }
 
 /** Clips corner box to the image and returns a COCO [x, y, w, h] bbox. */
