@@ -4,17 +4,22 @@
  */
 import * as df from 'durable-functions';
 import type { ActivityHandler } from 'durable-functions';
-import { defaultActivities } from '../lib/activities';
+import { defaultActivities, type PartitionInput } from '../lib/activities';
+import type { FinalizeInput } from '../lib/finalize';
+import type { JobSpec } from '../lib/jobs';
 import { FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestrator';
 
 df.app.orchestration(ORCHESTRATOR, inferenceJobOrchestrator);
 
 const planJob: ActivityHandler = (input, context) => {
-  context.log(`planning job ${(input as { jobId: string }).jobId}`);
-  return defaultActivities().planJob(input as Parameters<ReturnType<typeof defaultActivities>['planJob']>[0]);
+  context.log(`planning job ${(input as JobSpec).jobId}`);
+  return defaultActivities().planJob(input as JobSpec);
 };
-const inferPartition: ActivityHandler = (input) => defaultActivities().inferPartition(input as Parameters<ReturnType<typeof defaultActivities>['inferPartition']>[0]);
-const finalizeJob: ActivityHandler = (input) => defaultActivities().finalizeJob(input as Parameters<ReturnType<typeof defaultActivities>['finalizeJob']>[0]);
+const inferPartition: ActivityHandler = (input) => defaultActivities().inferPartition(input as PartitionInput);
+const finalizeJob: ActivityHandler = (input, context) => {
+  context.log(`finalizing job ${(input as FinalizeInput).job.jobId}`);
+  return defaultActivities().finalizeJob(input as FinalizeInput);
+};
 
 df.app.activity(PLAN_ACTIVITY, { handler: planJob });
 df.app.activity(INFER_ACTIVITY, { handler: inferPartition });

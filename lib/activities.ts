@@ -67,10 +67,11 @@ export function createActivities(deps: ActivityDeps) {
         const svc = await deps.service();
         const input = svc.getContainerClient(job.input.container);
         const output = svc.getContainerClient(job.output.container);
-        const model = await deps.cache.get(svc.getContainerClient(deps.modelsContainer), job.model.name);
         if (!(await input.exists())) {
           throw new LakeInferError('ContainerNotFound', `input container '${job.input.container}' does not exist`, { target: 'input.container' });
         }
+        // Loading the model validates it (model.json, the ONNX session) before any work is planned.
+        const model = await deps.cache.get(svc.getContainerClient(deps.modelsContainer), job.model.name);
         await ensureContainer(output);
         const index = await writePlan(input, output, {
           jobId: job.jobId,

@@ -167,6 +167,22 @@ describe('a whole job', () => {
   });
 });
 
+test('a job that cannot be planned fails at once with the reason, without retries', async () => {
+  let plans = 0;
+  const e = engine(async (name, _i, _a, go) => {
+    if (name === 'planJob') plans++;
+    return go();
+  });
+  const s = await run(e, 'job-no-input', { input: { container: 'nope', prefix: 'img/' } });
+  assert.equal(s.runtimeStatus, 'Failed');
+  assert.match(String(s.output), /ContainerNotFound: input container 'nope' does not exist/);
+  const s2 = await run(e, 'job-no-model', { model: { name: 'missing-model' } });
+  e.close();
+  assert.equal(s2.runtimeStatus, 'Failed');
+  assert.match(String(s2.output), /ModelNotFound: model 'missing-model' not found/);
+  assert.equal(plans, 2, 'one attempt each: not retryable');
+});
+
 describe('the job API over the engine', () => {
   test('submit validates, is idempotent per jobId, resumes after a failure; status and cancel', async () => {
     const e = engine();
