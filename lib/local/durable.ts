@@ -170,11 +170,6 @@ export class DurableEngine implements JobClient {
     }
   }
 
-  /** Instances known to this engine. */
-  list(): InstanceStatus[] {
-    return [...this.instances.values()].map(statusOf);
-  }
-
   waitFor(instanceId: string, timeoutMs = 600_000): Promise<InstanceStatus> {
     const r = this.instances.get(instanceId);
     if (!r) return Promise.reject(new Error(`no instance '${instanceId}'`));
