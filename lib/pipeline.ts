@@ -89,6 +89,10 @@ export function partSummaryName(jobPrefix: string, n: number): string {
 export function partResultsName(jobPrefix: string, n: number): string {
   return `${partsPrefix(jobPrefix)}${n}.results.jsonl`;
 }
+/** Written (if absent) when an attempt of partition n starts: no marker, no earlier results. */
+export function partStartedName(jobPrefix: string, n: number): string {
+  return `${partsPrefix(jobPrefix)}${n}.started`;
+}
 export function partFailuresName(jobPrefix: string, n: number): string {
   return `${partsPrefix(jobPrefix)}${n}.failures.jsonl`;
 }
@@ -100,7 +104,7 @@ function perImage(err: unknown): err is LakeInferError {
   return isLakeInferError(err) && !err.retryable;
 }
 
-async function processImage(deps: PartitionDeps, task: PartitionTask, model: LoadedModel, blob: BlobRef): Promise<Outcome> {
+async function processImage(deps: PartitionDeps, task: PartitionTask, model: LoadedModel, blob: BlobRef, lookForExisting: boolean): Promise<Outcome> {
   const t0 = performance.now();
   const resultName = outputBlobName(task.jobPrefix, 'results', blob.name, '.json');
   const fail = (stage: Stage, err: LakeInferError): Outcome => ({
@@ -109,7 +113,7 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
     latency: performance.now() - t0,
   });
 
-  if (task.skipExisting) {
+  if (lookForExisting) {
     // An unreadable earlier result is simply recomputed.
     const existing = await readJson<ImageResult>(deps.output, resultName).catch((err: unknown) => {
       if (perImage(err)) return undefined;
@@ -189,7 +193,11 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
   const t0 = performance.now();
   const plan = await readPlan(deps.output, task.jobPrefix, task.n);
   const model = await deps.cache.get(deps.models, task.model);
-  const outcomes = await mapLimit(plan.blobs, deps.ioConcurrency, (blob) => processImage(deps, task, model, blob));
+  // Results can only exist if an earlier attempt of this partition started: the first attempt of a
+  // new job skips the per-image look-ups that skipExisting would otherwise cost.
+  const firstAttempt = await writeBlob(deps.output, partStartedName(task.jobPrefix, task.n), '', { ifNotExists: true });
+  const lookForExisting = task.skipExisting && !firstAttempt;
+  const outcomes = await mapLimit(plan.blobs, deps.ioConcurrency, (blob) => processImage(deps, task, model, blob, lookForExisting));
 
   const stageMs: StageTimings = { downloadMs: 0, decodeMs: 0, inferMs: 0, postMs: 0, writeMs: 0 };
   const lines: string[] = [];

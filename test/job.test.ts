@@ -110,7 +110,7 @@ describe('a whole job', () => {
     assert.deepEqual(top, ['_failures.jsonl', '_manifest.json', 'coco_results.json', 'report.html', 'results.jsonl']);
     assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
     assert.equal(names.filter((n) => n.startsWith('_plan/')).length, 9);
-    assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 3);
+    assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 4, 'summary, results, failures and started marker per partition');
   });
 
   test('partitions failing then succeeding on retry: every result present exactly once', async () => {
