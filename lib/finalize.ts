@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { ContainerClient } from '@azure/storage-blob';
 import type { JobSpec } from './jobs';
 import type { JobTotals } from './orchestration';
-import { partFailuresName, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionSummary, type StageTimings } from './pipeline';
+import { addStages, partFailuresName, roundStages, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionSummary, type StageTimings } from './pipeline';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
 import { contentTypeFor, outputBlobName, readBlob, readJson, storageError, writeBlob, writeJson } from './storage';
 
@@ -138,7 +138,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
       if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(rec);
       continue;
     }
-    for (const k of Object.keys(stageMs) as (keyof StageTimings)[]) stageMs[k] += summary.stageMs[k];
+    addStages(stageMs, summary.stageMs);
     for (const ms of summary.latenciesMs) counts[LATENCY_BOUNDS_MS.findIndex((b) => ms <= b)]!++;
     partitionEnds.push([Math.max(0, (Date.parse(summary.endedAt) - t0) / 1000), summary.images]);
     const res = await readBlob(output, partResultsName(p, n));
@@ -179,7 +179,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   }
   await coco.write('\n]\n');
   await Promise.all([results.commit(), coco.commit(), failures.commit()]);
-  for (const k of Object.keys(stageMs) as (keyof StageTimings)[]) stageMs[k] = Math.round(stageMs[k] * 10) / 10;
+  roundStages(stageMs);
 
   const t = input.totals;
   const manifest: Manifest = {

@@ -11,10 +11,11 @@
  */
 import type { ContainerClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError, restStatus } from './errors';
+import { round1 } from './model/postprocess';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache } from './model';
 import { renderOverlay } from './model/overlay';
 import type { InferParams } from './model/spec';
-import { mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef } from './storage';
+import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef } from './storage';
 
 export type Stage = 'plan' | 'download' | 'decode' | 'infer' | 'write';
 
@@ -133,17 +134,9 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
     const client = deps.input.getBlobClient(blob.name);
     const res = await client.download();
     etag = res.etag === undefined ? blob.etag : normalizeEtag(res.etag);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of res.readableStreamBody!) {
-      const b = chunk as Buffer;
-      size += b.length;
-      if (size > deps.maxImageBytes) {
-        return fail('download', new LakeInferError('ImageTooLarge', `image grew past MAX_IMAGE_BYTES (${deps.maxImageBytes}) while downloading`));
-      }
-      chunks.push(b);
-    }
-    data = Buffer.concat(chunks, size);
+    const got = await collectStream(res.readableStreamBody!, deps.maxImageBytes);
+    if (!got) return fail('download', new LakeInferError('ImageTooLarge', `image grew past MAX_IMAGE_BYTES (${deps.maxImageBytes}) while downloading`));
+    data = got;
   } catch (err) {
     if (restStatus(err) === 404) return fail('download', new LakeInferError('BlobNotFound', `blob '${blob.name}' was deleted after the job was planned`));
     const e = storageError(err, 'downloading image', `${deps.input.containerName}/${blob.name}`);
@@ -210,15 +203,9 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
     }
     lines.push(o.line);
     detections += o.detections;
-    if (o.t) {
-      stageMs.downloadMs += o.t.downloadMs;
-      stageMs.decodeMs += o.t.decodeMs;
-      stageMs.inferMs += o.t.inferMs;
-      stageMs.postMs += o.t.postMs;
-      stageMs.writeMs += o.t.writeMs;
-    }
+    if (o.t) addStages(stageMs, o.t);
   }
-  for (const k of Object.keys(stageMs) as (keyof StageTimings)[]) stageMs[k] = round1(stageMs[k]);
+  roundStages(stageMs);
   await writeBlob(deps.output, partResultsName(task.jobPrefix, task.n), lines.length ? `${lines.join('\n')}\n` : '');
   await writeBlob(deps.output, partFailuresName(task.jobPrefix, task.n), failures.length ? `${failures.map((f) => JSON.stringify(f)).join('\n')}\n` : '');
   const summary: PartitionSummary = {
@@ -238,6 +225,10 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
   return summary;
 }
 
-function round1(v: number): number {
-  return Math.round(v * 10) / 10;
+export function addStages(into: StageTimings, from: StageTimings): void {
+  for (const k of Object.keys(into) as (keyof StageTimings)[]) into[k] += from[k];
+}
+
+export function roundStages(t: StageTimings): void {
+  for (const k of Object.keys(t) as (keyof StageTimings)[]) t[k] = round1(t[k]);
 }

@@ -288,14 +288,25 @@ export function assertAddressable(name: string): void {
   }
 }
 
-/** Downloads a whole blob; undefined when it does not exist. */
+/** Reads a download stream into one buffer; undefined as soon as it passes `maxBytes`. */
+export async function collectStream(body: NodeJS.ReadableStream, maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > maxBytes) return undefined;
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/** Downloads a whole blob with its ETag, in one request; undefined when it does not exist. */
 export async function readBlob(container: ContainerClient, name: string): Promise<{ data: Buffer; etag: string } | undefined> {
   assertAddressable(name);
   try {
-    const client = container.getBlobClient(name);
-    const data = await client.downloadToBuffer();
-    const props = await client.getProperties();
-    return { data, etag: normalizeEtag(props.etag) };
+    const res = await container.getBlobClient(name).download();
+    return { data: (await collectStream(res.readableStreamBody!))!, etag: normalizeEtag(res.etag) };
   } catch (err) {
     if (restStatus(err) === 404 && restErrorCode(err) !== 'ContainerNotFound') return undefined;
     throw storageError(err, 'reading blob', `${container.containerName}/${name}`);

@@ -11,7 +11,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError, restStatus } from '../errors';
 import { normalizeEtag, readBlob, storageError } from '../storage';
 import { InferenceEngine, type EngineOptions } from './engine';
-import type { ImageInference } from './postprocess';
+import { round1, type ImageInference } from './postprocess';
 import { prepareImage, type DecodeLimits } from './preprocess';
 import { parseModelSpec, type InferParams, type ModelSpec } from './spec';
 
@@ -146,10 +146,6 @@ export async function analyzeImage(data: Buffer, model: Pick<LoadedModel, 'spec'
       batch: out.batch,
     },
   };
-}
-
-function round1(v: number): number {
-  return Math.round(v * 10) / 10;
 }
 
 export { InferenceEngine } from './engine';

@@ -198,6 +198,11 @@ export function round3(v: number): number {
   return Math.round(v * 1000) / 1000;
 }
 
+/** Times are kept to 0.1 ms. */
+export function round1(v: number): number {
+  return Math.round(v * 10) / 10;
+}
+
 /** Scores keep six decimals (COCO evaluation ranks by score). */
 export function round6(v: number): number {
   return Math.round(v * 1e6) / 1e6;
