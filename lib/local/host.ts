@@ -135,9 +135,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     onChange: (rec: InstanceRecord) => store.save(rec),
     log: (m) => log(m),
   });
-  const names = new Map<string, string>();
   for (const rec of await store.loadAll()) {
-    names.set(rec.instanceId, rec.name);
     engine.resume(rec);
     if (rec.runtimeStatus === 'Running' || rec.runtimeStatus === 'Pending') log(`resumed ${rec.name} ${rec.instanceId}`);
   }
@@ -167,7 +165,6 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
       const existing = await engine.status(id);
       if (existing && ['Running', 'Pending'].includes(existing.runtimeStatus)) return send(res, 409, { message: `an instance with ID '${id}' already exists` });
       await engine.start(name, id, text === '' ? null : JSON.parse(text));
-      names.set(id, name);
       return send(res, 202, { id, statusQueryGetUri: `${baseUrl}${DURABLE_PREFIX}instances/${id}` });
     }
     m = /^instances\/([^/]+)\/terminate$/.exec(path);
@@ -184,7 +181,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
       const id = decodeURIComponent(m[1]!);
       const s = await engine.status(id);
       if (!s) return send(res, 404, { message: `no instance '${id}'` });
-      const payload = statusPayload(s, names.get(id) ?? engine.record(id)?.name ?? '');
+      const payload = statusPayload(s, engine.record(id)?.name ?? '');
       if (url.searchParams.get('showInput') !== 'true') payload['input'] = null;
       return send(res, ['Running', 'Pending'].includes(s.runtimeStatus) ? 202 : 200, payload);
     }
