@@ -23,9 +23,21 @@ function rgbPng(): Promise<Buffer> {
   return c.png();
 }
 
+/**
+ * What numpy and torch compute on float32 arrays: each step rounded to float32, with float32
+ * constants: ((v * float32(scale)) - float32(mean)) / float32(std) (PaddleOCR's NormalizeImage,
+ * YOLACT's FastBaseTransform with scale 1).
+ */
 function expectedTensor(order: number[], norm: { mean: number[]; std: number[] }, scale = 1): Float32Array {
+  const f = Math.fround;
   const out = new Float32Array(3 * 8);
-  for (let c = 0; c < 3; c++) for (let i = 0; i < 8; i++) out[c * 8 + i] = (PIXELS[i]![order[c]!]! * scale - norm.mean[c]!) / norm.std[c]!;
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < 8; i++) {
+      const v = PIXELS[i]![order[c]!]!;
+      const scaled = scale === 1 ? v : f(v * f(scale));
+      out[c * 8 + i] = f(f(scaled - f(norm.mean[c]!)) / f(norm.std[c]!));
+    }
+  }
   return out;
 }
 
@@ -42,10 +54,18 @@ describe('normalisation is exact', () => {
     assert.deepEqual(p.transform, { scaleX: 1, scaleY: 1, padX: 0, padY: 0, inW: 4, inH: 2 });
   });
 
-  test('BGR order and a scale factor (v / 255 - mean) / std', async () => {
+  test('BGR order and a scale factor (v * float32(1/255) - mean) / std', async () => {
     const norm = { mean: [0.406, 0.456, 0.485], std: [0.225, 0.224, 0.229] };
     const p = await prepareImage(await rgbPng(), spec({ ...norm, scale: 1 / 255, channelOrder: 'BGR' }));
     assert.deepEqual(Array.from(p.tensor), Array.from(expectedTensor([2, 1, 0], norm, 1 / 255)));
+  });
+
+  test('a divisor divides in float32 (ultralytics: x / 255), which differs from multiplying by float32(1/255)', async () => {
+    const p = await prepareImage(await rgbPng(), spec({ divisor: 255 }));
+    const f = Math.fround;
+    assert.deepEqual(Array.from(p.tensor), [0, 1, 2].flatMap((c) => PIXELS.map((px) => f(f(px[c]!) / 255))));
+    // Not a distinction without a difference: for 114 the two conventions round to different floats.
+    assert.notEqual(f(114 / 255), f(114 * f(1 / 255)));
   });
 });
 
@@ -113,7 +133,7 @@ describe('colour spaces, depths and formats become 8-bit sRGB', () => {
 describe('resizing', () => {
   test('letterbox keeps aspect and pads with 114 like ultralytics', async () => {
     const c = new Canvas(100, 50, [200, 0, 0]);
-    const s = spec({ width: 64, height: 64, resize: 'letterbox', scale: 1 / 255 });
+    const s = spec({ width: 64, height: 64, resize: 'letterbox', divisor: 255 });
     const p = await prepareImage(await c.png(), s);
     assert.deepEqual(p.transform, { scaleX: 0.64, scaleY: 0.64, padX: 0, padY: 16, inW: 64, inH: 64 });
     const pad = Math.fround(114 / 255);

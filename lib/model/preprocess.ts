@@ -1,10 +1,14 @@
 /**
- * Image decoding and preprocessing with sharp: EXIF orientation, any colour space / depth / palette /
- * alpha to 8-bit sRGB, resize (stretch, letterbox, fit32), exact normalisation into NCHW float32.
+ * Image decoding and preprocessing: sharp decodes (EXIF orientation, any colour space / depth /
+ * palette / alpha to 8-bit sRGB: for JPEG and PNG the same pixels as cv2.imread), then the model
+ * family's reference resize (lib/model/resample.ts: float bilinear as torch, or OpenCV's 8-bit
+ * INTER_LINEAR bit for bit) with its reference sizing (stretch, ultralytics' letterbox, PaddleOCR's
+ * multiple-of-32 fit), and normalisation into NCHW float32 in float32 arithmetic.
  * Every failure is a per-image LakeInferError with a clear code; nothing here throws anything else.
  */
 import sharp from 'sharp';
 import { LakeInferError } from '../errors';
+import { resizeBilinear, resizeOpencvU8, roundHalfEven } from './resample';
 import type { InputSpec } from './spec';
 
 /** Maps original image pixels (after EXIF rotation) to model-input pixels: x_in = x * scaleX + padX. */
@@ -18,6 +22,13 @@ export interface Transform {
   inH: number;
 }
 
+/** Oriented 8-bit RGB pixels, interleaved, row-major. */
+export interface RgbImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
 export interface Prepared {
   /** NCHW float32 for one image: [3, inH, inW]. */
   tensor: Float32Array;
@@ -26,6 +37,8 @@ export interface Prepared {
   height: number;
   format: string;
   transform: Transform;
+  /** The decoded image (reference paths), so overlays need not decode it again. */
+  pixels?: RgbImage;
 }
 
 export interface DecodeLimits {
@@ -35,24 +48,29 @@ export interface DecodeLimits {
 
 export const DEFAULT_LIMITS: DecodeLimits = { maxBytes: 64 * 1024 * 1024, maxPixels: 100_000_000 };
 
-/** Size of the model input for an image of w x h, and the transform to it. */
+/**
+ * Size of the model input for an image of w x h, and the transform to it, as each reference sizes it:
+ * stretch: the model size (YOLACT); letterbox: ultralytics' LetterBox (r = min(W/w, H/h), new size
+ * round(w r) x round(h r) with Python's half-to-even round, padding round(d - 0.1) before and
+ * round(d + 0.1) after); fit32: PaddleOCR's DetResizeForTest (limit_type 'max': ratio from the longer
+ * side when it exceeds maxSide, int() of the scaled size, then round(x / 32) * 32, at least 32).
+ */
 export function planResize(w: number, h: number, spec: InputSpec): Transform {
   switch (spec.resize) {
     case 'stretch':
       return { scaleX: spec.width / w, scaleY: spec.height / h, padX: 0, padY: 0, inW: spec.width, inH: spec.height };
     case 'letterbox': {
       const r = Math.min(spec.width / w, spec.height / h);
-      const nw = Math.max(1, Math.round(w * r));
-      const nh = Math.max(1, Math.round(h * r));
-      // Same split as ultralytics' LetterBox: half the padding each side, rounded.
-      const padX = Math.max(0, Math.round((spec.width - nw) / 2 - 0.1));
-      const padY = Math.max(0, Math.round((spec.height - nh) / 2 - 0.1));
+      const nw = Math.max(1, roundHalfEven(w * r));
+      const nh = Math.max(1, roundHalfEven(h * r));
+      const padX = Math.max(0, roundHalfEven((spec.width - nw) / 2 - 0.1));
+      const padY = Math.max(0, roundHalfEven((spec.height - nh) / 2 - 0.1));
       return { scaleX: nw / w, scaleY: nh / h, padX, padY, inW: spec.width, inH: spec.height };
     }
     case 'fit32': {
-      const r = Math.max(w, h) > spec.maxSide ? spec.maxSide / Math.max(w, h) : 1;
-      const nw = Math.max(32, Math.round((w * r) / 32) * 32);
-      const nh = Math.max(32, Math.round((h * r) / 32) * 32);
+      const ratio = Math.max(w, h) > spec.maxSide ? (h > w ? spec.maxSide / h : spec.maxSide / w) : 1;
+      const nw = Math.max(roundHalfEven(Math.trunc(w * ratio) / 32) * 32, 32);
+      const nh = Math.max(roundHalfEven(Math.trunc(h * ratio) / 32) * 32, 32);
       return { scaleX: nw / w, scaleY: nh / h, padX: 0, padY: 0, inW: nw, inH: nh };
     }
   }
@@ -92,11 +110,12 @@ export async function probeImage(data: Buffer, limits: DecodeLimits = DEFAULT_LI
 }
 
 /** Oriented 8-bit sRGB pixels of the whole image (for overlays and tests). */
-export async function decodeRgb(data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS): Promise<{ data: Buffer; width: number; height: number }> {
-  await probeImage(data, limits);
+export async function decodeRgb(data: Buffer, limits: DecodeLimits = DEFAULT_LIMITS): Promise<RgbImage & { format: string }> {
+  const { format } = await probeImage(data, limits);
   try {
     const { data: px, info } = await sharpOf(data, limits).rotate().toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-    return { data: px, width: info.width, height: info.height };
+    if (info.channels !== 3) throw new Error(`decoded ${info.channels} channels`);
+    return { data: px, width: info.width, height: info.height, format };
   } catch (err) {
     throw decodeError(err);
   }
@@ -104,6 +123,73 @@ export async function decodeRgb(data: Buffer, limits: DecodeLimits = DEFAULT_LIM
 
 /** Decodes, orients, converts and resizes one image, and normalises it into a [3, H, W] float32 tensor. */
 export async function prepareImage(data: Buffer, spec: InputSpec, limits: DecodeLimits = DEFAULT_LIMITS): Promise<Prepared> {
+  if (spec.resample === 'libvips') return prepareWithLibvips(data, spec, limits);
+  const pixels = await decodeRgb(data, limits);
+  return { ...preparePixels(pixels, spec), format: pixels.format, pixels: { data: pixels.data, width: pixels.width, height: pixels.height } };
+}
+
+/**
+ * The reference preprocessing of decoded pixels: reference sizing, the reference resize, padding
+ * with `pad` (letterbox), normalisation. Pure: tests feed it exact pixel arrays.
+ */
+export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'format' | 'pixels'> {
+  const { width, height } = img;
+  const t = planResize(width, height, spec);
+  const nw = Math.round(width * t.scaleX);
+  const nh = Math.round(height * t.scaleY);
+  const norm = normalizer(spec);
+  const plane = t.inW * t.inH;
+  const tensor = new Float32Array(3 * plane);
+  const order = spec.channelOrder === 'BGR' ? [2, 1, 0] : [0, 1, 2];
+  if (t.inW !== nw || t.inH !== nh) {
+    for (let c = 0; c < 3; c++) tensor.fill(norm(c, spec.pad), c * plane, (c + 1) * plane);
+  }
+  // Writes the resized image (interleaved RGB, nw x nh) into the tensor, channel by channel.
+  const place = (value: (c: number, i: number) => number): void => {
+    for (let c = 0; c < 3; c++) {
+      const src = order[c]!;
+      for (let y = 0; y < nh; y++) {
+        const row = c * plane + (y + t.padY) * t.inW + t.padX;
+        for (let x = 0, i = y * nw * 3 + src; x < nw; x++, i += 3) tensor[row + x] = value(c, i);
+      }
+    }
+  };
+  if (spec.resample === 'opencv') {
+    const u8 = nw === width && nh === height ? img.data : resizeOpencvU8(img.data, width, height, 3, nw, nh);
+    const luts = channelLuts(norm);
+    place((c, i) => luts[c]![u8[i]!]!);
+  } else {
+    const f = resizeBilinear(img.data, width, height, 3, nw, nh);
+    place((c, i) => norm(c, f[i]!));
+  }
+  return { tensor, width, height, transform: t };
+}
+
+/**
+ * Per-channel normalisation in float32, step by step as the references compute it:
+ * ((v / divisor) * scale - mean[c]) / std[c], steps with identity values skipped (they are exact).
+ */
+export function normalizer(spec: Pick<InputSpec, 'divisor' | 'scale' | 'mean' | 'std'>): (c: number, v: number) => number {
+  const f = Math.fround;
+  const divisor = spec.divisor === undefined ? undefined : f(spec.divisor);
+  const scale = f(spec.scale);
+  const mean = spec.mean.map(f);
+  const std = spec.std.map(f);
+  return (c, v) => {
+    let x = f(v);
+    if (divisor !== undefined) x = f(x / divisor);
+    if (scale !== 1) x = f(x * scale);
+    return f(f(x - mean[c]!) / std[c]!);
+  };
+}
+
+/** For 8-bit values: each channel's 256 normalised values, computed once. */
+function channelLuts(norm: (c: number, v: number) => number): Float32Array[] {
+  return [0, 1, 2].map((c) => Float32Array.from({ length: 256 }, (_, v) => norm(c, v)));
+}
+
+/** The first landing's path: sharp resizes (antialiased when shrinking) and rounds to 8 bits. */
+async function prepareWithLibvips(data: Buffer, spec: InputSpec, limits: DecodeLimits): Promise<Prepared> {
   const { width, height, format } = await probeImage(data, limits);
   const t = planResize(width, height, spec);
   const nw = Math.round(width * t.scaleX);
@@ -132,18 +218,15 @@ export async function prepareImage(data: Buffer, spec: InputSpec, limits: Decode
   return { tensor: normalizeHwc(raw, t.inW, t.inH, spec), width, height, format, transform: t };
 }
 
-/** HWC uint8 RGB -> CHW float32, (v * scale - mean) / std per channel, optional BGR order. */
-export function normalizeHwc(raw: Uint8Array, w: number, h: number, spec: Pick<InputSpec, 'scale' | 'mean' | 'std' | 'channelOrder'>): Float32Array {
+/** HWC uint8 RGB -> CHW float32, normalised per channel (normalizer), optional BGR order. */
+export function normalizeHwc(raw: Uint8Array, w: number, h: number, spec: Pick<InputSpec, 'divisor' | 'scale' | 'mean' | 'std' | 'channelOrder'>): Float32Array {
   const plane = w * h;
   const out = new Float32Array(3 * plane);
   const order = spec.channelOrder === 'BGR' ? [2, 1, 0] : [0, 1, 2];
+  const luts = channelLuts(normalizer(spec));
   for (let c = 0; c < 3; c++) {
     const src = order[c]!;
-    const mean = spec.mean[c]!;
-    const std = spec.std[c]!;
-    // The 256 possible values, each computed exactly in float64 once.
-    const lut = new Float32Array(256);
-    for (let v = 0; v < 256; v++) lut[v] = (v * spec.scale - mean) / std;
+    const lut = luts[c]!;
     const base = c * plane;
     for (let i = 0, j = src; i < plane; i++, j += 3) out[base + i] = lut[raw[j]!]!;
   }

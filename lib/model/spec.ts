@@ -22,9 +22,22 @@ export const InputSpecSchema = z.object({
   resize: z.enum(['stretch', 'letterbox', 'fit32']),
   maxSide: z.number().int().min(32).max(8192).default(960),
   pad: z.number().int().min(0).max(255).default(114),
-  /** libvips kernel for resizing. */
+  /**
+   * How the decoded 8-bit image is resized to the model input (see lib/model/resample.ts):
+   * bilinear: float bilinear, half-pixel centres, no antialiasing, not rounded (torch F.interpolate,
+   *   align_corners=False: YOLACT's FastBaseTransform);
+   * opencv: cv2.resize INTER_LINEAR on the 8-bit image, bit-exact, rounded to 8 bits as OpenCV does
+   *   (ultralytics' letterbox, PaddleOCR's DetResizeForTest);
+   * libvips: sharp's resize with `kernel` (antialiased when shrinking; not a reference pipeline).
+   */
+  resample: z.enum(['bilinear', 'opencv', 'libvips']).default('bilinear'),
+  /** libvips kernel for resizing (resample 'libvips' only). */
   kernel: z.enum(['nearest', 'linear', 'cubic', 'lanczos3']).default('linear'),
-  /** value = (pixel * scale - mean[c]) / std[c], per channel in channelOrder. */
+  /**
+   * value = (pixel / divisor * scale - mean[c]) / std[c], per channel in channelOrder, each step in
+   * float32 as the references compute it (ultralytics divides by 255; PaddleOCR multiplies by 1/255).
+   */
+  divisor: z.number().positive().optional(),
   scale: z.number().positive().default(1),
   mean: triple.default([0, 0, 0]),
   std: triple.refine((s) => s.every((v) => v > 0), 'std must be positive').default([1, 1, 1]),
@@ -45,6 +58,13 @@ export const PostSpecSchema = z
     boxThreshold: z.number().min(0).max(1).optional(),
     unclipRatio: z.number().min(0).max(10).optional(),
     minSize: z.number().min(0).optional(),
+    /** text-detection: most candidate regions examined (PaddleOCR's max_candidates). */
+    maxCandidates: z.number().int().min(1).optional(),
+    /**
+     * yolact: also drop per-class NMS survivors at or below confThreshold before the top
+     * maxDetections. The reference (dbolya/yolact fast_nms, second_threshold=False) does not.
+     */
+    secondThreshold: z.boolean().optional(),
   })
   .default({});
 
@@ -54,6 +74,12 @@ export const ModelSpecSchema = z.object({
   input: InputSpecSchema,
   /** Class names; for yolact, without the background class (label of category_id k is labels[k-1]). */
   labels: z.array(z.string()).default([]),
+  /**
+   * Dataset category id of each label (same order as labels), written as `category_id` in results
+   * and coco_results.json: e.g. COCO's official ids 1..90 with gaps for the 80 COCO classes. Without
+   * it, yolact writes label index + 1 and the other adapters the label index.
+   */
+  categoryIds: z.array(z.number().int().min(0)).optional(),
   /** Output names by role (yolact: loc, conf, mask, proto, priors; yolov8-seg: detections, protos; ...). Default: by order. */
   outputs: z.record(z.string(), z.string()).default({}),
   postprocess: PostSpecSchema,
@@ -75,7 +101,11 @@ export function zodPath(path: readonly PropertyKey[]): string {
 }
 
 export function parseModelSpec(json: unknown, where = 'model.json'): ModelSpec {
-  const r = ModelSpecSchema.safeParse(json);
+  const r = ModelSpecSchema.superRefine((m, ctx) => {
+    if (m.categoryIds !== undefined && m.categoryIds.length !== m.labels.length) {
+      ctx.addIssue({ code: 'custom', path: ['categoryIds'], message: `has ${m.categoryIds.length} ids for ${m.labels.length} labels` });
+    }
+  }).safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0]!;
     const field = zodPath(issue.path);

@@ -1,0 +1,196 @@
+/**
+ * Reference resampling: bilinear with half-pixel centres and no antialiasing, in the exact arithmetic
+ * of the two implementations our model families were trained and evaluated with.
+ *
+ * - `resizeBilinear`: torch.nn.functional.interpolate(mode='bilinear', align_corners=False) on float
+ *   input (YOLACT's FastBaseTransform, yolact's and ultralytics' mask upsampling): source index
+ *   `scale * (d + 0.5) - 0.5` in float32, clamped at 0, weights in float32, no rounding of the result.
+ * - `resizeOpencvU8`: cv2.resize(INTER_LINEAR) on 8-bit images (ultralytics' letterbox, PaddleOCR's
+ *   DetResizeForTest), bit-exact: 11-bit fixed-point weights (rounded half to even), weights clamped
+ *   at the left and right borders but only the row index clipped at the top and bottom, and the
+ *   vertical pass's two truncating shifts before the final rounding to 8 bits.
+ *
+ * Pixels are interleaved (HWC), row-major, `channels` per pixel.
+ */
+
+const fround = Math.fround;
+
+/** Per output index: the two source indices and their weights along one axis. */
+export interface FloatAxis {
+  i0: Int32Array;
+  i1: Int32Array;
+  w0: Float32Array;
+  w1: Float32Array;
+}
+
+/** torch's compute_source_index_and_lambda for upsample_bilinear2d (align_corners=False, no scale factor). */
+export function torchAxis(inSize: number, outSize: number): FloatAxis {
+  const i0 = new Int32Array(outSize);
+  const i1 = new Int32Array(outSize);
+  const w0 = new Float32Array(outSize);
+  const w1 = new Float32Array(outSize);
+  const scale = fround(inSize / outSize);
+  for (let d = 0; d < outSize; d++) {
+    if (inSize === outSize) {
+      i0[d] = d;
+      i1[d] = d;
+      w0[d] = 1;
+      continue;
+    }
+    let src = fround(fround(scale * fround(d + 0.5)) - 0.5);
+    if (src < 0) src = 0;
+    const a = Math.min(Math.floor(src), inSize - 1);
+    const lambda = Math.min(Math.max(fround(src - a), 0), 1);
+    i0[d] = a;
+    i1[d] = a + (a < inSize - 1 ? 1 : 0);
+    w1[d] = lambda;
+    w0[d] = fround(1 - lambda);
+  }
+  return { i0, i1, w0, w1 };
+}
+
+/** Python's round(): half to even (cv::saturate_cast<short>(float) rounds the same way). */
+export function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Per output index: the two source indices and 11-bit fixed-point weights along one axis. */
+export interface FixedAxis {
+  i0: Int32Array;
+  i1: Int32Array;
+  a0: Int32Array;
+  a1: Int32Array;
+}
+
+const COEF_SCALE = 2048; // INTER_RESIZE_COEF_SCALE: 1 << 11
+
+/**
+ * cv::resize's INTER_LINEAR coefficients. `clampWeights`: the horizontal axis resets the weight to
+ * (1, 0) where the source position falls off either border; the vertical axis keeps the weight and
+ * only clips the row index.
+ */
+export function opencvAxis(inSize: number, outSize: number, clampWeights: boolean): FixedAxis {
+  const i0 = new Int32Array(outSize);
+  const i1 = new Int32Array(outSize);
+  const a0 = new Int32Array(outSize);
+  const a1 = new Int32Array(outSize);
+  const scale = inSize / outSize; // double, as cv::resize computes it
+  for (let d = 0; d < outSize; d++) {
+    let f = fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = fround(f - s);
+    if (clampWeights) {
+      if (s < 0) {
+        f = 0;
+        s = 0;
+      }
+      if (s >= inSize - 1) {
+        f = 0;
+        s = inSize - 1;
+      }
+    }
+    i0[d] = Math.min(Math.max(s, 0), inSize - 1);
+    i1[d] = Math.min(Math.max(s + 1, 0), inSize - 1);
+    a0[d] = roundHalfEven(fround(1 - f) * COEF_SCALE);
+    a1[d] = roundHalfEven(f * COEF_SCALE);
+  }
+  return { i0, i1, a0, a1 };
+}
+
+/** cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR) for 8-bit images, bit for bit. */
+export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels: number, dw: number, dh: number): Uint8Array {
+  checkSizes(src.length, sw, sh, channels, dw, dh);
+  const out = new Uint8Array(dw * dh * channels);
+  if (sw === dw && sh === dh) {
+    out.set(src);
+    return out;
+  }
+  const x = opencvAxis(sw, dw, true);
+  const y = opencvAxis(sh, dh, false);
+  const rowLen = dw * channels;
+  const rows = rowPair(
+    () => new Int32Array(rowLen),
+    (r, buf) => {
+      const base = r * sw * channels;
+      for (let dx = 0, o = 0; dx < dw; dx++) {
+        const p0 = base + x.i0[dx]! * channels;
+        const p1 = base + x.i1[dx]! * channels;
+        const c0 = x.a0[dx]!;
+        const c1 = x.a1[dx]!;
+        for (let c = 0; c < channels; c++, o++) buf[o] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
+      }
+    },
+  );
+  for (let dy = 0; dy < dh; dy++) {
+    const [h0, h1] = rows(y.i0[dy]!, y.i1[dy]!);
+    const b0 = y.a0[dy]!;
+    const b1 = y.a1[dy]!;
+    const o = dy * rowLen;
+    for (let i = 0; i < rowLen; i++) out[o + i] = (((b0 * (h0[i]! >> 4)) >> 16) + ((b1 * (h1[i]! >> 4)) >> 16) + 2) >> 2;
+  }
+  return out;
+}
+
+/**
+ * F.interpolate(x, (dh, dw), mode='bilinear', align_corners=False) of HWC values (8-bit pixels or
+ * floats): out = w_y0 * (w_x0 * a + w_x1 * b) + w_y1 * (w_x0 * c + w_x1 * d), as torch nests it.
+ */
+export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, channels: number, dw: number, dh: number): Float32Array {
+  checkSizes(src.length, sw, sh, channels, dw, dh);
+  const x = torchAxis(sw, dw);
+  const y = torchAxis(sh, dh);
+  const rowLen = dw * channels;
+  const out = new Float32Array(dh * rowLen);
+  const rows = rowPair(
+    () => new Float64Array(rowLen),
+    (r, buf) => {
+      const base = r * sw * channels;
+      for (let dx = 0, o = 0; dx < dw; dx++) {
+        const p0 = base + x.i0[dx]! * channels;
+        const p1 = base + x.i1[dx]! * channels;
+        const c0 = x.w0[dx]!;
+        const c1 = x.w1[dx]!;
+        for (let c = 0; c < channels; c++, o++) buf[o] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
+      }
+    },
+  );
+  for (let dy = 0; dy < dh; dy++) {
+    const [h0, h1] = rows(y.i0[dy]!, y.i1[dy]!);
+    const g0 = y.w0[dy]!;
+    const g1 = y.w1[dy]!;
+    const o = dy * rowLen;
+    for (let i = 0; i < rowLen; i++) out[o + i] = g0 * h0[i]! + g1 * h1[i]!;
+  }
+  return out;
+}
+
+/**
+ * The horizontal pass of the two source rows an output row blends, each computed once while
+ * consecutive output rows share it (enlarging reuses rows; shrinking moves on).
+ */
+function rowPair<B extends Int32Array | Float64Array>(make: () => B, fill: (row: number, buf: B) => void): (r0: number, r1: number) => [B, B] {
+  const cache: [number, B][] = [
+    [-1, make()],
+    [-1, make()],
+  ];
+  const get = (r: number, keep: number): B => {
+    const hit = cache.find((e) => e[0] === r);
+    if (hit) return hit[1];
+    const slot = cache[0]![0] === keep ? cache[1]! : cache[0]!;
+    slot[0] = r;
+    fill(r, slot[1]);
+    return slot[1];
+  };
+  return (r0, r1) => {
+    const b0 = get(r0, r1);
+    return [b0, get(r1, r0)];
+  };
+}
+
+function checkSizes(len: number, sw: number, sh: number, channels: number, dw: number, dh: number): void {
+  for (const [name, v] of Object.entries({ sw, sh, channels, dw, dh })) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`resize: ${name} must be a positive integer, got ${v}`);
+  }
+  if (len !== sw * sh * channels) throw new RangeError(`resize: ${len} values for ${sw}x${sh}x${channels}`);
+}
