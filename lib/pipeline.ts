@@ -167,7 +167,7 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
   };
   try {
     if (task.overlays) {
-      const o = await renderOverlay(data, analyzed.detections, { limits: { maxBytes: deps.maxImageBytes, maxPixels: deps.maxImagePixels } });
+      const o = await renderOverlay(analyzed.pixels ?? data, analyzed.detections, { limits: { maxBytes: deps.maxImageBytes, maxPixels: deps.maxImagePixels } });
       await writeBlob(deps.output, outputBlobName(task.jobPrefix, 'overlays', blob.name, '.png'), o.png);
     }
     result.timings.writeMs = round1(performance.now() - t2);

@@ -40,24 +40,32 @@ describe('yolov8-seg adapter', () => {
     assert.deepEqual(got[2]!.b, [16, 16, 32, 32]);
   });
 
-  test('masks: prototype sign cropped to the box and mapped through the letterbox', async () => {
+  test('masks: process_mask (crop at prototype resolution, upsample, > 0) then scale_image, worked out by hand', async () => {
+    // Prototypes are 16x16 for a 64x64 input (4 input px per cell); the image is 128x64, letterboxed
+    // to 64x32 at padY 16, so scale_image cuts rows 16..47 and enlarges 2x with cv2.resize.
     const img = await new Canvas(128, 64, [255, 255, 255]).png();
     const r = await analyzeImage(img, { spec, engine }, {}, DEFAULT_LIMITS);
     const a = decodeRle(r.detections[0]!.segmentation!);
     const b = decodeRle(r.detections[1]!.segmentation!);
     const at = (m: Uint8Array, x: number, y: number): number => m[y * 128 + x]!;
-    // A (coefficient +1): positive prototypes are the left half (input x < 32 -> original x < 64); its box is all left.
-    assert.equal(at(a, 32, 32), 1);
-    assert.equal(at(a, 18, 18), 1);
-    assert.equal(at(a, 10, 32), 0, 'left of the box');
-    assert.equal(at(a, 60, 32), 0, 'right of the box');
-    close(r.detections[0]!.area!, 32 * 32, 32 * 32 * 0.15, 'A area');
-    // B (coefficient -1): the right half of its box only, x in [64, 84), y in [20, 44).
-    assert.equal(at(b, 70, 30), 1);
-    assert.equal(at(b, 80, 40), 1);
+    const extent = (m: Uint8Array): [number, number, number, number] => {
+      let x0 = 128, y0 = 64, x1 = -1, y1 = -1;
+      for (let y = 0; y < 64; y++) for (let x = 0; x < 128; x++) if (at(m, x, y)) [x0, y0, x1, y1] = [Math.min(x0, x), Math.min(y0, y), Math.max(x1, x), Math.max(y1, y)];
+      return [x0, y0, x1, y1];
+    };
+    // A: box [8, 24, 24, 40] in the input -> cells x in [2, 6), y in [6, 10) keep logit +5, the others 0.
+    // Bilinear upsampling is > 0 wherever a kept cell has weight: input x 6..25, y 22..41 (20 x 20).
+    // scale_image: rows 6..25 of the cut image, enlarged 2x, round to 1 where the weight is 3/4: 12..51.
+    assert.deepEqual(extent(a), [12, 12, 51, 51]);
+    assert.equal(r.detections[0]!.area, 40 * 40);
+    // B (coefficient -1): box [22, 26, 42, 38] -> cells x 6..10, y 7..9; cells x < 8 are -5, x >= 8 +5.
+    // > 0 from input x 32 (where -5 and +5 weigh 3/8 : 5/8) to 45 (cell 10's reach), y 26..41 (16 rows):
+    // in the image x 64..91 and y 20..51. The mask passes the box's right edge (84) by 7 px, as ultralytics' does.
+    assert.deepEqual(extent(b), [64, 20, 91, 51]);
+    assert.equal(r.detections[1]!.area, 28 * 32);
     assert.equal(at(b, 50, 30), 0, 'left half suppressed by the negative prototypes');
-    assert.equal(at(b, 90, 30), 0, 'right of the box');
-    close(r.detections[1]!.area!, 20 * 24, 20 * 24 * 0.2, 'B area');
+    assert.equal(at(b, 90, 30), 1, 'within one prototype cell of the box');
+    assert.equal(at(b, 93, 30), 0, 'beyond the reach of the last kept cell');
   });
 
   test('scores are driven by the input: black detects nothing, the grey padding alone scales them', async () => {

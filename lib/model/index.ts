@@ -12,7 +12,7 @@ import { LakeInferError, restStatus } from '../errors';
 import { normalizeEtag, readBlob, storageError } from '../storage';
 import { InferenceEngine, type EngineOptions } from './engine';
 import { round1, type ImageInference } from './postprocess';
-import { prepareImage, type DecodeLimits } from './preprocess';
+import { prepareImage, type DecodeLimits, type RgbImage } from './preprocess';
 import { parseModelSpec, type InferParams, type ModelSpec } from './spec';
 
 export interface LoadedModel {
@@ -124,6 +124,8 @@ export interface AnalyzedImage extends ImageInference {
   height: number;
   format: string;
   timings: ImageTimings;
+  /** The decoded image, when preprocessing decoded it whole (for the overlay). */
+  pixels?: RgbImage;
 }
 
 /** Decode + preprocess + infer + postprocess one image. Bad images throw a per-image LakeInferError. */
@@ -138,6 +140,7 @@ export async function analyzeImage(data: Buffer, model: Pick<LoadedModel, 'spec'
     width: prepared.width,
     height: prepared.height,
     format: prepared.format,
+    ...(prepared.pixels ? { pixels: prepared.pixels } : {}),
     timings: {
       decodeMs: round1(t1 - t0),
       inferMs: round1(out.runMs),

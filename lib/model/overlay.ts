@@ -3,7 +3,7 @@
  * Drawn at most maxSide pixels on the long side, so overlays of huge images stay small.
  */
 import sharp from 'sharp';
-import { decodeRgb, DEFAULT_LIMITS, type DecodeLimits } from './preprocess';
+import { decodeRgb, DEFAULT_LIMITS, type DecodeLimits, type RgbImage } from './preprocess';
 import type { Detection } from './postprocess';
 import { stringToCounts } from './rle';
 
@@ -27,8 +27,9 @@ export interface OverlayOptions {
   limits?: DecodeLimits;
 }
 
-export async function renderOverlay(image: Buffer, detections: readonly Detection[], opts: OverlayOptions = {}): Promise<{ png: Buffer; width: number; height: number }> {
-  const { data, width, height } = await decodeRgb(image, opts.limits ?? DEFAULT_LIMITS);
+/** `image`: the encoded image, or its decoded pixels when the caller has them (no second decode). */
+export async function renderOverlay(image: Buffer | RgbImage, detections: readonly Detection[], opts: OverlayOptions = {}): Promise<{ png: Buffer; width: number; height: number }> {
+  const { data, width, height } = Buffer.isBuffer(image) ? await decodeRgb(image, opts.limits ?? DEFAULT_LIMITS) : image;
   const f = Math.min(1, (opts.maxSide ?? 1280) / Math.max(width, height));
   const sw = Math.max(1, Math.round(width * f));
   const sh = Math.max(1, Math.round(height * f));
@@ -65,8 +66,11 @@ export async function renderOverlay(image: Buffer, detections: readonly Detectio
       const [x, y, w, h] = d.bbox.map((v) => v * f) as [number, number, number, number];
       const label = `${escapeXml(d.label)} ${(d.score * 100).toFixed(0)}%`;
       const ty = y > font + 4 ? y - 4 : y + font + 2;
+      const outline = d.polygon
+        ? `<polygon points="${d.polygon.map(([px, py]) => `${(px * f).toFixed(1)},${(py * f).toFixed(1)}`).join(' ')}" fill="none" stroke="rgb(${r},${g},${b})" stroke-width="${stroke}"/>`
+        : `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="none" stroke="rgb(${r},${g},${b})" stroke-width="${stroke}"/>`;
       return (
-        `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="none" stroke="rgb(${r},${g},${b})" stroke-width="${stroke}"/>` +
+        outline +
         `<text x="${(x + 2).toFixed(1)}" y="${ty.toFixed(1)}" font-family="DejaVu Sans" font-size="${font}" fill="rgb(${r},${g},${b})" stroke="black" stroke-width="0.6">${label}</text>`
       );
     })

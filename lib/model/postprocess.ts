@@ -1,7 +1,9 @@
 /**
  * Shared postprocessing: result types, IoU and NMS, and instance masks from prototype masks.
  */
+import { resizeBilinear, torchAxis, touchedRange } from './resample';
 import { boxMaskToCounts, countsToString, type Rle } from './rle';
+import type { ModelSpec } from './spec';
 
 export interface Detection {
   /** COCO bbox in original-image pixels: [x, y, width, height]. */
@@ -12,6 +14,8 @@ export interface Detection {
   segmentation?: Rle;
   /** Mask area in pixels (when there is a mask). */
   area?: number;
+  /** Text detection: the quadrilateral's corners, clockwise from the top-left (PaddleOCR's box). */
+  polygon?: [number, number][];
 }
 
 export interface Classification {
@@ -86,8 +90,6 @@ export function sigmoid(x: number): number {
 
 export interface ProtoSource {
   data: Float32Array;
-  /** Offset of this image's prototypes within data. */
-  offset: number;
   ph: number;
   pw: number;
   nk: number;
@@ -95,93 +97,78 @@ export interface ProtoSource {
   layout: 'HWC' | 'CHW';
 }
 
-/**
- * Proto-space coordinate u of an image pixel x (pixel centres): u = (x + 0.5) * sx + ox.
- * YOLACT (stretch over the whole image): sx = pw / imgW, ox = 0. Letterboxed: sx = scale * pw / inW, ox = pad * pw / inW.
- */
-export interface ProtoMapping {
-  sx: number;
-  ox: number;
-  sy: number;
-  oy: number;
-}
-
-export interface InstanceMask {
-  rle: Rle;
-  area: number;
+/** Prototype cells x0..x1, y0..y1 (inclusive). */
+export interface Cells {
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
 }
 
 /**
- * Instance mask in original-image pixels: sigmoid(protos . coeffs) at prototype resolution, cropped
- * to the cells [x1, x2) x [y1, y2) (prototype coordinates), bilinearly upsampled (align_corners=false,
- * as F.interpolate) to the image and thresholded at 0.5. Only the region the crop can reach is computed.
+ * The cells a crop keeps: those at index c with lo <= c < hi (as yolact's crop and ultralytics'
+ * crop_mask compare the integer index with the box edges), within the map.
  */
-export function instanceMask(src: ProtoSource, coeffs: ArrayLike<number>, coeffOffset: number, crop: { x1: number; y1: number; x2: number; y2: number }, map: ProtoMapping, imgW: number, imgH: number): InstanceMask | undefined {
-  const { data, offset, ph, pw, nk, layout } = src;
-  const cx0 = Math.max(0, Math.ceil(crop.x1));
-  const cy0 = Math.max(0, Math.ceil(crop.y1));
-  const cx1 = Math.min(pw - 1, Math.ceil(crop.x2) - 1);
-  const cy1 = Math.min(ph - 1, Math.ceil(crop.y2) - 1);
-  if (cx1 < cx0 || cy1 < cy0) return undefined;
-  const low = new Float32Array(ph * pw);
+export function cropCells(x1: number, x2: number, y1: number, y2: number, pw: number, ph: number): Cells | undefined {
+  const c: Cells = { x0: Math.max(0, Math.ceil(x1)), x1: Math.min(pw - 1, Math.ceil(x2) - 1), y0: Math.max(0, Math.ceil(y1)), y1: Math.min(ph - 1, Math.ceil(y2) - 1) };
+  return c.x1 < c.x0 || c.y1 < c.y0 ? undefined : c;
+}
+
+/**
+ * One instance's prototype-resolution map: activation(protos . coeffs) on the kept cells, zero on
+ * the others (the crop multiplies them by 0).
+ */
+export function protoMap(src: ProtoSource, coeffs: ArrayLike<number>, coeffOffset: number, cells: Cells, activation: (v: number) => number): Float32Array {
+  const { data, ph, pw, nk, layout } = src;
+  const out = new Float32Array(ph * pw);
   const plane = ph * pw;
-  for (let y = cy0; y <= cy1; y++) {
-    for (let x = cx0; x <= cx1; x++) {
+  for (let y = cells.y0; y <= cells.y1; y++) {
+    for (let x = cells.x0; x <= cells.x1; x++) {
       let acc = 0;
       if (layout === 'HWC') {
-        const base = offset + (y * pw + x) * nk;
+        const base = (y * pw + x) * nk;
         for (let k = 0; k < nk; k++) acc += data[base + k]! * coeffs[coeffOffset + k]!;
       } else {
-        const base = offset + y * pw + x;
+        const base = y * pw + x;
         for (let k = 0; k < nk; k++) acc += data[base + k * plane]! * coeffs[coeffOffset + k]!;
       }
-      low[y * pw + x] = sigmoid(acc);
+      out[y * pw + x] = activation(acc);
     }
   }
-  // Image pixels whose sample position s = u - 0.5 lies in (c0 - 1, c1 + 1) can see a non-zero cell.
-  const ix0 = Math.max(0, Math.floor((cx0 - 1 + 0.5 - map.ox) / map.sx - 0.5));
-  const ix1 = Math.min(imgW - 1, Math.ceil((cx1 + 1 + 0.5 - map.ox) / map.sx - 0.5));
-  const iy0 = Math.max(0, Math.floor((cy0 - 1 + 0.5 - map.oy) / map.sy - 0.5));
-  const iy1 = Math.min(imgH - 1, Math.ceil((cy1 + 1 + 0.5 - map.oy) / map.sy - 0.5));
-  if (ix1 < ix0 || iy1 < iy0) return undefined;
-  const bw = ix1 - ix0 + 1;
-  const bh = iy1 - iy0 + 1;
-  // Separable bilinear weights: columns once, rows as they come.
-  const colI = new Int32Array(bw);
-  const colF = new Float32Array(bw);
-  for (let i = 0; i < bw; i++) [colI[i], colF[i]] = sampleAt((ix0 + i + 0.5) * map.sx + map.ox, pw);
-  const box = new Uint8Array(bw * bh);
-  let area = 0;
-  for (let j = 0; j < bh; j++) {
-    const [r0, g] = sampleAt((iy0 + j + 0.5) * map.sy + map.oy, ph);
-    const r1 = Math.min(r0 + 1, ph - 1);
-    const row0 = r0 * pw;
-    const row1 = r1 * pw;
-    for (let i = 0; i < bw; i++) {
-      const c0 = colI[i]!;
-      const c1 = Math.min(c0 + 1, pw - 1);
-      const f = colF[i]!;
-      const top = low[row0 + c0]! * (1 - f) + low[row0 + c1]! * f;
-      const bot = low[row1 + c0]! * (1 - f) + low[row1 + c1]! * f;
-      if (top * (1 - g) + bot * g > 0.5) {
-        box[j * bw + i] = 1;
-        area++;
-      }
-    }
-  }
-  if (area === 0) return undefined;
-  const counts = boxMaskToCounts(imgH, imgW, ix0, iy0, bw, bh, box);
-  return { rle: { size: [imgH, imgW], counts: countsToString(counts) }, area };
+  return out;
+}
+
+/** A binary mask that is zero outside the window: w x h values at (x0, y0) of a larger image. */
+export interface MaskWindow {
+  x0: number;
+  y0: number;
+  w: number;
+  h: number;
+  data: Uint8Array;
 }
 
 /**
- * Bilinear sampling index and weight along one axis for continuous coordinate u (pixel centres at
- * k + 0.5), clamped at the edges as F.interpolate(align_corners=False) does: [index, fraction].
+ * F.interpolate(map, (outH, outW), mode='bilinear', align_corners=False) > threshold, for a map that
+ * is zero outside `cells`: only the outputs those cells reach are computed.
  */
-function sampleAt(u: number, size: number): [number, number] {
-  const s = Math.max(0, u - 0.5);
-  const i0 = Math.floor(s);
-  return i0 >= size - 1 ? [size - 1, 0] : [i0, s - i0];
+export function upsampleAbove(map: Float32Array, mw: number, mh: number, cells: Cells, outW: number, outH: number, threshold: number): MaskWindow | undefined {
+  const ax = torchAxis(mw, outW);
+  const ay = torchAxis(mh, outH);
+  const xr = touchedRange(ax.i0, ax.i1, cells.x0, cells.x1);
+  const yr = touchedRange(ay.i0, ay.i1, cells.y0, cells.y1);
+  if (!xr || !yr) return undefined;
+  const win = { x0: xr[0], y0: yr[0], w: xr[1] - xr[0] + 1, h: yr[1] - yr[0] + 1 };
+  const v = resizeBilinear(map, mw, mh, 1, outW, outH, win);
+  const data = new Uint8Array(v.length);
+  for (let i = 0; i < v.length; i++) data[i] = v[i]! > threshold ? 1 : 0;
+  return { ...win, data };
+}
+
+/** A window's mask as COCO RLE over the whole W x H image; an empty mask is an all-zero RLE. */
+export function windowRle(win: MaskWindow | undefined, W: number, H: number): { rle: Rle; area: number } {
+  const area = win ? win.data.reduce((a, b) => a + b, 0) : 0;
+  const counts = win && area > 0 ? boxMaskToCounts(H, W, win.x0, win.y0, win.w, win.h, win.data) : [W * H];
+  return { rle: { size: [H, W], counts: countsToString(counts) }, area };
 }
 
 /** Clips corner box to the image and returns a COCO [x, y, w, h] bbox. */
@@ -221,4 +208,9 @@ export function imageSlice(t: TensorView, b: number, rank: number, what: string)
 
 export function labelOf(labels: readonly string[], index: number): string {
   return labels[index] ?? `class_${index}`;
+}
+
+/** The dataset category id of label `index` (model.json categoryIds), else the adapter's own numbering. */
+export function categoryOf(spec: Pick<ModelSpec, 'categoryIds'>, index: number, fallback: number): number {
+  return spec.categoryIds?.[index] ?? fallback;
 }

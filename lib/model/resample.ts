@@ -98,16 +98,43 @@ export function opencvAxis(inSize: number, outSize: number, clampWeights: boolea
   return { i0, i1, a0, a1 };
 }
 
-/** cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR) for 8-bit images, bit for bit. */
-export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels: number, dw: number, dh: number): Uint8Array {
-  checkSizes(src.length, sw, sh, channels, dw, dh);
-  const out = new Uint8Array(dw * dh * channels);
-  if (sw === dw && sh === dh) {
-    out.set(src);
-    return out;
+/** A rectangle of output pixels: computing only it costs its area, not the whole image's. */
+export interface Window {
+  x0: number;
+  y0: number;
+  w: number;
+  h: number;
+}
+
+/**
+ * The outputs along one axis whose two source taps touch source indices lo..hi (a map that is zero
+ * elsewhere is zero outside them); contiguous, since source indices grow with the output index.
+ */
+export function touchedRange(i0: Int32Array, i1: Int32Array, lo: number, hi: number): [number, number] | undefined {
+  let first = -1;
+  let lastHit = -1;
+  for (let d = 0; d < i0.length; d++) {
+    if ((i0[d]! >= lo && i0[d]! <= hi) || (i1[d]! >= lo && i1[d]! <= hi)) {
+      if (first < 0) first = d;
+      lastHit = d;
+    }
   }
-  const x = opencvAxis(sw, dw, true);
-  const y = opencvAxis(sh, dh, false);
+  return first < 0 ? undefined : [first, lastHit];
+}
+
+/**
+ * cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR) for 8-bit images, bit for bit; with a
+ * window, only that part of the output (its pixels equal the whole output's).
+ */
+export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels: number, dw: number, dh: number, window?: Window): Uint8Array {
+  checkSizes(src.length, sw, sh, channels, dw, dh);
+  const win = window ?? { x0: 0, y0: 0, w: dw, h: dh };
+  if (sw === dw && sh === dh && !window) return Uint8Array.from(src);
+  const x = windowed(opencvAxis(sw, dw, true), win.x0, win.w);
+  const y = windowed(opencvAxis(sh, dh, false), win.y0, win.h);
+  dw = win.w;
+  dh = win.h;
+  const out = new Uint8Array(dw * dh * channels);
   const rowLen = dw * channels;
   const rows = rowPair(
     () => new Int32Array(rowLen),
@@ -136,10 +163,13 @@ export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels
  * F.interpolate(x, (dh, dw), mode='bilinear', align_corners=False) of HWC values (8-bit pixels or
  * floats): out = w_y0 * (w_x0 * a + w_x1 * b) + w_y1 * (w_x0 * c + w_x1 * d), as torch nests it.
  */
-export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, channels: number, dw: number, dh: number): Float32Array {
+export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, channels: number, dw: number, dh: number, window?: Window): Float32Array {
   checkSizes(src.length, sw, sh, channels, dw, dh);
-  const x = torchAxis(sw, dw);
-  const y = torchAxis(sh, dh);
+  const win = window ?? { x0: 0, y0: 0, w: dw, h: dh };
+  const x = windowed(torchAxis(sw, dw), win.x0, win.w);
+  const y = windowed(torchAxis(sh, dh), win.y0, win.h);
+  dw = win.w;
+  dh = win.h;
   const rowLen = dw * channels;
   const out = new Float32Array(dh * rowLen);
   const rows = rowPair(
@@ -186,6 +216,13 @@ function rowPair<B extends Int32Array | Float64Array>(make: () => B, fill: (row:
     const b0 = get(r0, r1);
     return [b0, get(r1, r0)];
   };
+}
+
+/** The part of an axis table for outputs from..from+n-1. */
+function windowed<A extends FloatAxis | FixedAxis>(axis: A, from: number, n: number): A {
+  if (from === 0 && n === axis.i0.length) return axis;
+  if (from < 0 || n < 1 || from + n > axis.i0.length) throw new RangeError(`resize window ${from}+${n} outside 0..${axis.i0.length}`);
+  return Object.fromEntries(Object.entries(axis).map(([k, v]) => [k, (v as Int32Array | Float32Array).subarray(from, from + n)])) as unknown as A;
 }
 
 function checkSizes(len: number, sw: number, sh: number, channels: number, dw: number, dh: number): void {

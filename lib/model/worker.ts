@@ -5,6 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { ADAPTER_IMPLS, type ImageMeta } from './adapters';
+import { resolveRoles, type Roles, type Shapes } from './adapters/roles';
 import type { ImageInference, TensorView } from './postprocess';
 import type { InferParams, ModelSpec } from './spec';
 
@@ -19,6 +20,8 @@ export interface ReadyMessage {
   inputName: string;
   inputShape: (number | string)[];
   outputNames: string[];
+  /** Output name per adapter role, when the model's metadata decides it (else decided on the first run). */
+  roles?: Roles;
 }
 
 export interface RunMessage {
@@ -71,7 +74,15 @@ async function main(): Promise<void> {
   }
   const meta = session.inputMetadata.find((m) => m.name === inputName);
   const inputShape = meta && meta.isTensor ? [...meta.shape] : [];
-  port.postMessage({ type: 'ready', inputName, inputShape, outputNames: [...session.outputNames] } satisfies ReadyMessage);
+  const declared: Shapes = Object.fromEntries(session.outputMetadata.map((m) => [m.name, m.isTensor ? [...m.shape] : []]));
+  let roles: Roles | undefined;
+  try {
+    roles = resolveRoles(init.spec.adapter, init.spec, declared);
+  } catch (err) {
+    port.postMessage({ type: 'error', message: (err as Error).message } satisfies ErrorMessage);
+    return;
+  }
+  port.postMessage({ type: 'ready', inputName, inputShape, outputNames: [...session.outputNames], ...(roles ? { roles } : {}) } satisfies ReadyMessage);
   const adapter = ADAPTER_IMPLS[init.spec.adapter];
 
   port.on('message', async (msg: RunMessage) => {
@@ -80,11 +91,13 @@ async function main(): Promise<void> {
       const feeds = { [inputName]: new ort.Tensor('float32', msg.batch, [msg.n, 3, msg.h, msg.w]) };
       const results = await session.run(feeds);
       const t1 = performance.now();
+      // Symbolic dimensions left the roles open at load time: the first run's shapes decide them.
+      roles ??= resolveRoles(init.spec.adapter, init.spec, Object.fromEntries(session.outputNames.map((n) => [n, [...results[n]!.dims]])))!;
       const outputs: Record<string, TensorView> = {};
-      for (const name of session.outputNames) {
+      for (const [role, name] of Object.entries(roles)) {
         const t = results[name]!;
-        if (t.type !== 'float32') throw new Error(`output '${name}' is ${t.type}, expected float32`);
-        outputs[name] = { data: t.data as Float32Array, dims: [...t.dims] };
+        if (t.type !== 'float32') throw new Error(`output '${name}' (${role}) is ${t.type}, expected float32`);
+        outputs[role] = { data: t.data as Float32Array, dims: [...t.dims] };
       }
       const outcomes: ImageOutcome[] = msg.metas.map((m, b) => {
         try {

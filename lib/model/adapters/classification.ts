@@ -2,13 +2,12 @@
  * Image classification: one output of [classes] scores per image (logits, softmaxed unless
  * model.json says postprocess.softmax = false), top-k with labels.
  */
-import { imageSlice, labelOf, round6, type Classification } from '../postprocess';
+import { categoryOf, imageSlice, labelOf, round6, type Classification } from '../postprocess';
 import { softmaxRow } from './yolact';
-import { outputFor, type Adapter } from './types';
+import type { Adapter } from './types';
 
 export const classificationAdapter: Adapter = (outputs, b, _meta, spec, params) => {
-  const t = outputFor(outputs, spec, 'scores', ['logit', 'prob', 'score'], 0);
-  if (!t) throw new Error('classification model has no output');
+  const t = outputs['scores']!;
   // Accept [N, C], [N, C, 1, 1] and similar: everything after the batch dimension is the class axis.
   const flat = { data: t.data, dims: [t.dims[0]!, t.data.length / t.dims[0]!] };
   const row = imageSlice(t.dims.length === 1 ? t : flat, b, 1, 'scores');
@@ -24,6 +23,6 @@ export const classificationAdapter: Adapter = (outputs, b, _meta, spec, params) 
   const classes: Classification[] = order
     .slice(0, k)
     .filter((i) => probs[i]! >= min)
-    .map((i) => ({ category_id: i, label: labelOf(spec.labels, i), score: round6(probs[i]!) }));
+    .map((i) => ({ category_id: categoryOf(spec, i, i), label: labelOf(spec.labels, i), score: round6(probs[i]!) }));
   return { detections: [], classes };
 };

@@ -1,9 +1,14 @@
 /**
- * YOLACT (dbolya/yolact, as exported to ONNX in the paper): priors, box decoding, fast NMS,
- * masks from prototypes cropped to the box and upsampled to the original image.
+ * YOLACT (dbolya/yolact, as exported to ONNX in the paper), as its Detect layer and postprocess
+ * compute it: priors, box decoding with variances (0.1, 0.2), candidates whose best class score
+ * passes confThreshold, fast NMS per class (top topK, IoU > nmsThreshold against any higher-scoring
+ * candidate), no second threshold, the top maxDetections across classes; then scoreThreshold
+ * (params, strictly above), masks = sigmoid(proto . coefficients) cropped at prototype resolution
+ * with one cell of padding, F.interpolate(bilinear) to the image and > 0.5. A detection whose mask is
+ * empty keeps an empty RLE, as pycocotools encodes it.
  */
-import { fastNms, imageSlice, instanceMask, labelOf, round6, toCocoBox, type Detection, type TensorView } from '../postprocess';
-import { outputFor, type Adapter } from './types';
+import { cropCells, fastNms, imageSlice, labelOf, categoryOf, protoMap, round6, sigmoid, toCocoBox, upsampleAbove, windowRle, type Detection } from '../postprocess';
+import type { Adapter } from './types';
 
 export interface PriorConfig {
   size: number;
@@ -54,18 +59,13 @@ export const yolactAdapter: Adapter = (outputs, b, meta, spec, params) => {
   const confThresh = post.confThreshold ?? 0.05;
   const nmsThresh = post.nmsThreshold ?? 0.5;
   const topK = post.topK ?? 200;
-  const maxDet = post.maxDetections ?? 100;
+  const maxDet = Math.min(post.maxDetections ?? 100, params.topK ?? Number.POSITIVE_INFINITY);
 
-  const need = (role: string, hints: string[], idx: number): TensorView => {
-    const t = outputFor(outputs, spec, role, hints, idx);
-    if (t === undefined) throw new Error(`YOLACT model has no '${role}' output`);
-    return t;
-  };
-  const loc = imageSlice(need('loc', ['loc'], 0), b, 2, 'loc');
-  const conf = imageSlice(need('conf', ['conf'], 1), b, 2, 'conf');
-  const coef = imageSlice(need('mask', ['mask', 'coef'], 2), b, 2, 'mask');
-  const proto = imageSlice(need('proto', ['proto'], 3), b, 3, 'proto');
-  const priorsOut = outputFor(outputs, spec, 'priors', ['prior'], 4);
+  const loc = imageSlice(outputs['loc']!, b, 2, 'loc');
+  const conf = imageSlice(outputs['conf']!, b, 2, 'conf');
+  const coef = imageSlice(outputs['mask']!, b, 2, 'mask');
+  const proto = imageSlice(outputs['proto']!, b, 3, 'proto');
+  const priorsOut = outputs['priors'];
   const P = loc.dims[0]!;
   const nc = conf.dims[1]!;
   const nk = coef.dims[1]!;
@@ -102,36 +102,37 @@ export const yolactAdapter: Adapter = (outputs, b, meta, spec, params) => {
     boxes[4 * k + 2] = cx + w / 2;
     boxes[4 * k + 3] = cy + h / 2;
   });
+  // Per class, in class order: the survivors of fast NMS, best first (as fast_nms gathers them).
   const all = cand.map((_, k) => k);
   const found: { k: number; c: number; score: number }[] = [];
   const classScores = new Float32Array(cand.length);
   for (let c = 1; c < nc; c++) {
     cand.forEach((p, k) => (classScores[k] = scores[p * nc + c]!));
     for (const k of fastNms(boxes, classScores, all, nmsThresh, topK)) {
-      if (classScores[k]! > confThresh) found.push({ k, c, score: classScores[k]! });
+      if (post.secondThreshold && !(classScores[k]! > confThresh)) continue;
+      found.push({ k, c, score: classScores[k]! });
     }
   }
-  found.sort((a, b2) => b2.score - a.score || a.k - b2.k || a.c - b2.c);
+  // Across classes: best first (a stable sort: ties keep class order), the top maxDetections.
+  found.sort((a, b2) => b2.score - a.score);
   const minScore = params.scoreThreshold ?? 0;
-  const keep = found.slice(0, Math.min(maxDet, params.topK ?? maxDet)).filter((f) => f.score >= minScore);
+  const keep = found.slice(0, maxDet).filter((f) => minScore <= 0 || f.score > minScore);
 
   const W = meta.width;
   const H = meta.height;
-  const protoSrc = { data: proto.data, offset: 0, ph, pw, nk, layout: 'HWC' as const };
-  const map = { sx: pw / W, ox: 0, sy: ph / H, oy: 0 };
+  const protoSrc = { data: proto.data, ph, pw, nk, layout: 'HWC' as const };
   return {
     detections: keep.map(({ k, c, score }) => {
       const x1 = Math.min(boxes[4 * k]!, boxes[4 * k + 2]!), x2 = Math.max(boxes[4 * k]!, boxes[4 * k + 2]!);
       const y1 = Math.min(boxes[4 * k + 1]!, boxes[4 * k + 3]!), y2 = Math.max(boxes[4 * k + 1]!, boxes[4 * k + 3]!);
-      const det: Detection = { bbox: toCocoBox(x1 * W, y1 * H, x2 * W, y2 * H, W, H), score: round6(score), category_id: c, label: labelOf(spec.labels, c - 1) };
+      const det: Detection = { bbox: toCocoBox(x1 * W, y1 * H, x2 * W, y2 * H, W, H), score: round6(score), category_id: categoryOf(spec, c - 1, c), label: labelOf(spec.labels, c - 1) };
       if (params.masks !== false) {
-        // Crop at prototype resolution with yolact's one-cell padding, then upsample.
-        const crop = { x1: Math.max(x1 * pw - 1, 0), x2: Math.min(x2 * pw + 1, pw), y1: Math.max(y1 * ph - 1, 0), y2: Math.min(y2 * ph + 1, ph) };
-        const m = instanceMask(protoSrc, coef.data, cand[k]! * nk, crop, map, W, H);
-        if (m) {
-          det.segmentation = m.rle;
-          det.area = m.area;
-        }
+        // Crop at prototype resolution with yolact's one cell of padding, then upsample to the image.
+        const cells = cropCells(Math.max(x1 * pw - 1, 0), Math.min(x2 * pw + 1, pw), Math.max(y1 * ph - 1, 0), Math.min(y2 * ph + 1, ph), pw, ph);
+        const win = cells ? upsampleAbove(protoMap(protoSrc, coef.data, cand[k]! * nk, cells, sigmoid), pw, ph, cells, W, H, 0.5) : undefined;
+        const m = windowRle(win, W, H);
+        det.segmentation = m.rle;
+        det.area = m.area;
       }
       return det;
     }),
