@@ -16,6 +16,7 @@ import type { Manifest } from '../lib/finalize';
 import { ADAPTER_IMPLS } from '../lib/model/adapters';
 import { bundledTextDetectorPath, CATALOG } from '../lib/model/catalog';
 import { prepareImage, DEFAULT_LIMITS } from '../lib/model/preprocess';
+import type { InputSpec } from '../lib/model/spec';
 import type { TensorView } from '../lib/model/postprocess';
 import { parseModelSpec, type ModelSpec } from '../lib/model/spec';
 import { startAzurite } from '../lib/local/azurite';
@@ -50,6 +51,31 @@ interface CaseResult {
 }
 
 const r2 = (v: number): number => Math.round(v * 100) / 100;
+
+interface PreprocessCost {
+  model: string;
+  images: number;
+  /** Decode + resize + normalise, ms per image, one at a time on one thread. */
+  referenceMsPerImage: number;
+  libvipsMsPerImage: number;
+}
+
+/**
+ * Decode + resize + normalise per image with the model's reference resampling and with libvips (the
+ * first landing's path), same images, best of three passes each.
+ */
+async function preprocessCost(name: string, spec: InputSpec, images: Buffer[]): Promise<PreprocessCost> {
+  const time = async (s: InputSpec): Promise<number> => {
+    let best = Number.POSITIVE_INFINITY;
+    for (let pass = 0; pass < 3; pass++) {
+      const t0 = performance.now();
+      for (const img of images) await prepareImage(img, s, DEFAULT_LIMITS);
+      best = Math.min(best, (performance.now() - t0) / images.length);
+    }
+    return r2(best);
+  };
+  return { model: name, images: images.length, referenceMsPerImage: await time(spec), libvipsMsPerImage: await time({ ...spec, resample: 'libvips' }) };
+}
 
 async function session(onnx: Buffer): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential' });
@@ -133,6 +159,7 @@ async function main(): Promise<void> {
     { name: 'yolact-resnet50-random', spec: parseModelSpec({ ...CATALOG['yolact-resnet50'], name: 'yolact-resnet50-random' }), onnx: yolact, images: 24 },
   ];
   const results: CaseResult[] = [];
+  const preprocessing: PreprocessCost[] = [];
   for (const c of cases) {
     log(`${c.name}: uploading model and ${c.images} images`);
     await writeBlob(models, `${c.name}/model.onnx`, c.onnx);
@@ -141,6 +168,8 @@ async function main(): Promise<void> {
     const buffers = await Promise.all(scenes.map((s) => renderTextScene(s, 'jpeg')));
     const names = buffers.map((_, i) => `${c.name}/img-${String(i).padStart(3, '0')}.jpg`);
     await mapLimit(names, 8, (n, i) => writeBlob(input, n, buffers[i]!));
+    preprocessing.push(await preprocessCost(c.name, c.spec.input, buffers));
+    log(`${c.name}: preprocessing ${JSON.stringify(preprocessing.at(-1))}`);
     log(`${c.name}: (a) bare session.run`);
     const a = await bare(c, buffers);
     log(`${c.name}: (c) naive sequential script`);
@@ -193,6 +222,7 @@ async function main(): Promise<void> {
     machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
     yolactShapedModel: { parameters: yolactParams, bytes: (await stat(yolactPath)).size },
     models: results,
+    preprocessing,
     orchestrationOverhead: overhead,
     deploymentPackage: { zipMiB: r2(pkg.bytes / 1048576), unpackedMiB: r2(pkg.unpackedBytes / 1048576), files: pkg.entries },
     seconds: Math.round((Date.now() - t0) / 1000),
@@ -206,6 +236,9 @@ async function main(): Promise<void> {
   for (const r of results) {
     console.log(`| ${r.model} | ${r.images} | ${r.bareImagesPerSec} | ${r.pipelineImagesPerSec} | ${r.naiveImagesPerSec} | ${r.pipelineOverBare} | ${r.pipelineOverNaive} | ${Object.entries(r.stageSplitPercent).map(([k, v]) => `${k} ${v}%`).join(', ')} | ${r.peakActivityRssMiB} MiB |`);
   }
+  console.log('\n| model | decode + resize + normalise, reference resampling | same with libvips (first landing) |');
+  console.log('| --- | --- | --- |');
+  for (const p of preprocessing) console.log(`| ${p.model} | ${p.referenceMsPerImage} ms/image | ${p.libvipsMsPerImage} ms/image |`);
   console.log(`\norchestration overhead (trivial model, ${small} blobs, ${overhead.partitions} partitions): ${overhead.wallMsPerImage} ms/image wall, ${overhead.overheadMsPerImage} ms/image beyond inference; ${overhead.pipelineImagesPerSec} images/s`);
   console.log(`deployment package: ${report.deploymentPackage.zipMiB} MiB zipped, ${report.deploymentPackage.unpackedMiB} MiB unpacked`);
   console.log(`wrote bench/results/latest.json in ${report.seconds} s`);

@@ -144,23 +144,28 @@ export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'f
   if (t.inW !== nw || t.inH !== nh) {
     for (let c = 0; c < 3; c++) tensor.fill(norm(c, spec.pad), c * plane, (c + 1) * plane);
   }
-  // Writes the resized image (interleaved RGB, nw x nh) into the tensor, channel by channel.
-  const place = (value: (c: number, i: number) => number): void => {
-    for (let c = 0; c < 3; c++) {
-      const src = order[c]!;
-      for (let y = 0; y < nh; y++) {
-        const row = c * plane + (y + t.padY) * t.inW + t.padX;
-        for (let x = 0, i = y * nw * 3 + src; x < nw; x++, i += 3) tensor[row + x] = value(c, i);
-      }
-    }
-  };
   if (spec.resample === 'opencv') {
     const u8 = nw === width && nh === height ? img.data : resizeOpencvU8(img.data, width, height, 3, nw, nh);
     const luts = channelLuts(norm);
-    place((c, i) => luts[c]![u8[i]!]!);
+    for (let c = 0; c < 3; c++) {
+      const lut = luts[c]!;
+      for (let y = 0; y < nh; y++) {
+        const row = c * plane + (y + t.padY) * t.inW + t.padX;
+        for (let x = 0, i = y * nw * 3 + order[c]!; x < nw; x++, i += 3) tensor[row + x] = lut[u8[i]!]!;
+      }
+    }
   } else {
     const f = resizeBilinear(img.data, width, height, 3, nw, nh);
-    place((c, i) => norm(c, f[i]!));
+    const fr = Math.fround;
+    for (let c = 0; c < 3; c++) {
+      // norm(c, v) inlined: (v - mean) / std in float32 (the float path is YOLACT's: no divisor or scale).
+      const [mean, std] = [fr(spec.mean[c]!), fr(spec.std[c]!)];
+      const plain = spec.divisor === undefined && spec.scale === 1;
+      for (let y = 0; y < nh; y++) {
+        const row = c * plane + (y + t.padY) * t.inW + t.padX;
+        for (let x = 0, i = y * nw * 3 + order[c]!; x < nw; x++, i += 3) tensor[row + x] = plain ? fr(fr(f[i]! - mean) / std) : norm(c, f[i]!);
+      }
+    }
   }
   return { tensor, width, height, transform: t };
 }

@@ -136,16 +136,40 @@ export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels
   dh = win.h;
   const out = new Uint8Array(dw * dh * channels);
   const rowLen = dw * channels;
+  // Per output column: source byte offsets of the two taps and their weights, computed once.
+  const off0 = new Int32Array(dw);
+  const off1 = new Int32Array(dw);
+  for (let dx = 0; dx < dw; dx++) {
+    off0[dx] = x.i0[dx]! * channels;
+    off1[dx] = x.i1[dx]! * channels;
+  }
+  const wa = x.a0;
+  const wb = x.a1;
+  const stride = sw * channels;
   const rows = rowPair(
     () => new Int32Array(rowLen),
     (r, buf) => {
-      const base = r * sw * channels;
-      for (let dx = 0, o = 0; dx < dw; dx++) {
-        const p0 = base + x.i0[dx]! * channels;
-        const p1 = base + x.i1[dx]! * channels;
-        const c0 = x.a0[dx]!;
-        const c1 = x.a1[dx]!;
-        for (let c = 0; c < channels; c++, o++) buf[o] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
+      const base = r * stride;
+      let o = 0;
+      if (channels === 3) {
+        // Unrolled for RGB: the common case, about twice as fast.
+        for (let dx = 0; dx < dw; dx++, o += 3) {
+          const p0 = base + off0[dx]!;
+          const p1 = base + off1[dx]!;
+          const c0 = wa[dx]!;
+          const c1 = wb[dx]!;
+          buf[o] = src[p0]! * c0 + src[p1]! * c1;
+          buf[o + 1] = src[p0 + 1]! * c0 + src[p1 + 1]! * c1;
+          buf[o + 2] = src[p0 + 2]! * c0 + src[p1 + 2]! * c1;
+        }
+        return;
+      }
+      for (let dx = 0; dx < dw; dx++) {
+        const p0 = base + off0[dx]!;
+        const p1 = base + off1[dx]!;
+        const c0 = wa[dx]!;
+        const c1 = wb[dx]!;
+        for (let c = 0; c < channels; c++) buf[o++] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
       }
     },
   );
@@ -172,16 +196,39 @@ export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, c
   dh = win.h;
   const rowLen = dw * channels;
   const out = new Float32Array(dh * rowLen);
+  const off0 = new Int32Array(dw);
+  const off1 = new Int32Array(dw);
+  for (let dx = 0; dx < dw; dx++) {
+    off0[dx] = x.i0[dx]! * channels;
+    off1[dx] = x.i1[dx]! * channels;
+  }
+  const wa = x.w0;
+  const wb = x.w1;
+  const stride = sw * channels;
   const rows = rowPair(
     () => new Float64Array(rowLen),
     (r, buf) => {
-      const base = r * sw * channels;
-      for (let dx = 0, o = 0; dx < dw; dx++) {
-        const p0 = base + x.i0[dx]! * channels;
-        const p1 = base + x.i1[dx]! * channels;
-        const c0 = x.w0[dx]!;
-        const c1 = x.w1[dx]!;
-        for (let c = 0; c < channels; c++, o++) buf[o] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
+      const base = r * stride;
+      let o = 0;
+      if (channels === 3) {
+        // Unrolled for RGB: the common case, about twice as fast.
+        for (let dx = 0; dx < dw; dx++, o += 3) {
+          const p0 = base + off0[dx]!;
+          const p1 = base + off1[dx]!;
+          const c0 = wa[dx]!;
+          const c1 = wb[dx]!;
+          buf[o] = src[p0]! * c0 + src[p1]! * c1;
+          buf[o + 1] = src[p0 + 1]! * c0 + src[p1 + 1]! * c1;
+          buf[o + 2] = src[p0 + 2]! * c0 + src[p1 + 2]! * c1;
+        }
+        return;
+      }
+      for (let dx = 0; dx < dw; dx++) {
+        const p0 = base + off0[dx]!;
+        const p1 = base + off1[dx]!;
+        const c0 = wa[dx]!;
+        const c1 = wb[dx]!;
+        for (let c = 0; c < channels; c++) buf[o++] = src[p0 + c]! * c0 + src[p1 + c]! * c1;
       }
     },
   );
