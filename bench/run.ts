@@ -14,6 +14,7 @@ import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { buildPackage } from '../lib/deploy/package';
 import type { Manifest } from '../lib/finalize';
 import { ADAPTER_IMPLS } from '../lib/model/adapters';
+import { outputsByRole } from '../lib/model/adapters/roles';
 import { bundledTextDetectorPath, CATALOG } from '../lib/model/catalog';
 import { prepareImage, DEFAULT_LIMITS } from '../lib/model/preprocess';
 import type { InputSpec } from '../lib/model/spec';
@@ -103,9 +104,9 @@ async function naive(c: ModelCase, input: ContainerClient, output: ContainerClie
     const blob = (await readBlob(input, n))!;
     const p = await prepareImage(blob.data, c.spec.input, DEFAULT_LIMITS);
     const out = await s.run({ [name]: new ort.Tensor('float32', p.tensor, [1, 3, p.transform.inH, p.transform.inW]) });
-    const views: Record<string, TensorView> = {};
-    for (const k of s.outputNames) views[k] = { data: out[k]!.data as Float32Array, dims: out[k]!.dims };
-    const result = adapter(views, 0, { width: p.width, height: p.height, transform: p.transform }, c.spec, {});
+    const named: Record<string, TensorView> = {};
+    for (const k of s.outputNames) named[k] = { data: out[k]!.data as Float32Array, dims: out[k]!.dims };
+    const result = adapter(outputsByRole(c.spec.adapter, c.spec, named).outputs, 0, { width: p.width, height: p.height, transform: p.transform }, c.spec, {});
     await writeJson(output, `naive/${c.name}/${n}.json`, { source: n, ...result });
   }
   const sec = (performance.now() - t0) / 1000;

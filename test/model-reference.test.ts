@@ -29,6 +29,7 @@ interface RefDet {
 const ref = JSON.parse(readFileSync(join(FIXTURES, 'adapters.json'), 'utf8')) as {
   yolact: { width: number; height: number; P: number; C: number; K: number; ph: number; pw: number; postprocess: Record<string, number>; loc: string; conf: string; mask: string; proto: string; priors: string; detections: RefDet[] };
   yolov8seg: { width: number; height: number; input: number; nc: number; nm: number; anchors: number; protoSize: number; postprocess: Record<string, number>; output0: string; output1: string; detections: RefDet[] };
+  contours: { width: number; height: number; bitmap: string; contours: { side: number; box: number[][] }[] }[];
   dbnet: { mapWidth: number; mapHeight: number; width: number; height: number; probability: string; contours: { side: number; box: number[][]; score?: number }[]; detections: { polygon: number[][]; score: number }[] }[];
 };
 
@@ -111,6 +112,32 @@ describe('adapters equal their reference postprocessing', () => {
       });
     });
   }
+});
+
+test('findContours on 12 random bitmaps (holes, islands in holes, single pixels, diagonal touches, the image edge): as OpenCV, in its order', () => {
+  const rounded = (b: number[][]): number[][] => b.map((p) => p.map((v) => Math.round(v * 1e6) / 1e6)).sort((u, v) => u[0]! - v[0]! || u[1]! - v[1]!);
+  const sides = (b: number[][]): number[] => [0, 1].map((j) => Math.hypot(b[j + 1]![0]! - b[j]![0]!, b[j + 1]![1]! - b[j]![1]!)).sort((x, y) => x - y);
+  let ties = 0;
+  let total = 0;
+  for (const [i, c] of ref.contours.entries()) {
+    const bitmap = new Uint8Array(Buffer.from(c.bitmap, 'base64'));
+    const got = findContours(bitmap, c.width, c.height);
+    assert.equal(got.length, c.contours.length, `case ${i}: number of contours`);
+    got.forEach((g, k) => {
+      total++;
+      const mini = miniBox(g.points);
+      const want = c.contours[k]!;
+      assert.ok(Math.abs(mini.side - want.side) < 1e-4, `case ${i} contour ${k}: side ${mini.side} vs ${want.side}`);
+      const [a, b] = [rounded(mini.box), rounded(want.box)];
+      if (a.every((p, j) => p.every((v, d) => Math.abs(v - b[j]![d]!) < 1e-3))) return;
+      // A different rectangle is accepted only as a genuine tie: same sides (so the same area). Which of
+      // two equal-area rectangles OpenCV's rotating calipers keeps depends on its float32 rounding.
+      const [ga, wa] = [sides(mini.box), sides(want.box)];
+      assert.ok(ga.every((v, j) => Math.abs(v - wa[j]!) < 1e-4), `case ${i} contour ${k}: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+      ties++;
+    });
+  }
+  assert.ok(ties <= 3, `${ties} of ${total} rectangles were equal-area ties resolved otherwise`);
 });
 
 describe('output roles by shape (numeric names from a plain torch.onnx.export)', () => {

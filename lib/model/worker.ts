@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { ADAPTER_IMPLS, type ImageMeta } from './adapters';
-import { resolveRoles, type Roles, type Shapes } from './adapters/roles';
+import { outputsByRole, resolveRoles, type Roles, type Shapes } from './adapters/roles';
 import type { ImageInference, TensorView } from './postprocess';
 import type { InferParams, ModelSpec } from './spec';
 
@@ -92,11 +92,11 @@ async function main(): Promise<void> {
       const results = await session.run(feeds);
       const t1 = performance.now();
       // Symbolic dimensions left the roles open at load time: the first run's shapes decide them.
-      roles ??= resolveRoles(init.spec.adapter, init.spec, Object.fromEntries(session.outputNames.map((n) => [n, [...results[n]!.dims]])))!;
+      const resolved = outputsByRole(init.spec.adapter, init.spec, results, roles);
+      roles = resolved.roles;
       const outputs: Record<string, TensorView> = {};
-      for (const [role, name] of Object.entries(roles)) {
-        const t = results[name]!;
-        if (t.type !== 'float32') throw new Error(`output '${name}' (${role}) is ${t.type}, expected float32`);
+      for (const [role, t] of Object.entries(resolved.outputs)) {
+        if (t.type !== 'float32') throw new Error(`output '${roles[role]}' (${role}) is ${t.type}, expected float32`);
         outputs[role] = { data: t.data as Float32Array, dims: [...t.dims] };
       }
       const outcomes: ImageOutcome[] = msg.metas.map((m, b) => {

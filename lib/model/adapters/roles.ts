@@ -137,3 +137,9 @@ export function resolveRoles(adapter: AdapterName, spec: Pick<ModelSpec, 'output
       : `cannot tell the outputs apart by shape (${best.length} ways to assign ${missing}: ${best.map((b) => unresolved.filter((d) => b[d.role]).map((d) => `${d.role} -> '${b[d.role]}'`).join(', ')).slice(0, 3).join('; ')})`,
   );
 }
+
+/** One run's outputs (by output name, concrete shapes) keyed by role, resolving the roles when not known yet. */
+export function outputsByRole<T extends { dims: readonly number[] }>(adapter: AdapterName, spec: Pick<ModelSpec, 'outputs'>, named: Readonly<Record<string, T>>, roles?: Roles): { roles: Roles; outputs: Record<string, T> } {
+  const r = roles ?? resolveRoles(adapter, spec, Object.fromEntries(Object.entries(named).map(([n, t]) => [n, [...t.dims]])))!;
+  return { roles: r, outputs: Object.fromEntries(Object.entries(r).map(([role, name]) => [role, named[name]!])) };
+}

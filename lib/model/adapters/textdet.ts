@@ -28,84 +28,117 @@ interface Contour {
   points: Pt[];
 }
 
-/** Leftmost and rightmost member of each row of a pixel set (all the convex hull needs). */
-function rowExtremes(pixels: readonly number[], w: number): Pt[] {
-  const lo = new Map<number, number>();
-  const hi = new Map<number, number>();
-  for (const p of pixels) {
-    const y = Math.floor(p / w);
-    const x = p - y * w;
-    if (!(lo.get(y)! <= x)) lo.set(y, x);
-    if (!(hi.get(y)! >= x)) hi.set(y, x);
-  }
-  const out: Pt[] = [];
-  for (const [y, x] of lo) out.push([x, y], [hi.get(y)!, y]);
-  return out;
+/** A horizontal run of equal pixels in row y, columns x0..x1. */
+interface Run {
+  y: number;
+  x0: number;
+  x1: number;
 }
 
-/** Pixels connected to `seed` whose `member` flag is set (8- or 4-connected), labelled `id`. */
-function flood(member: (p: number) => boolean, label: Int32Array, id: number, seed: number, w: number, h: number, eight: boolean): number[] {
-  const out: number[] = [];
-  const stack = [seed];
-  label[seed] = id;
-  while (stack.length > 0) {
-    const p = stack.pop()!;
-    out.push(p);
-    const x = p % w;
-    const y = (p - x) / w;
-    for (let dy = -1; dy <= 1; dy++) {
-      for (let dx = -1; dx <= 1; dx++) {
-        if ((dx === 0 && dy === 0) || (!eight && dx !== 0 && dy !== 0)) continue;
-        const xx = x + dx;
-        const yy = y + dy;
-        if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
-        const q = yy * w + xx;
-        if (label[q] === 0 && member(q)) {
-          label[q] = id;
-          stack.push(q);
-        }
+/** Union-find over run indices. */
+function unionFind(n: number): { find: (i: number) => number; union: (a: number, b: number) => void } {
+  const parent = Int32Array.from({ length: n }, (_, i) => i);
+  const find = (i: number): number => {
+    while (parent[i] !== i) {
+      parent[i] = parent[parent[i]!]!;
+      i = parent[i]!;
+    }
+    return i;
+  };
+  return { find, union: (a, b) => void (parent[find(a)] = find(b)) };
+}
+
+/**
+ * Runs of foreground (value 1) or background (0) per row, and their connected sets: runs in
+ * adjacent rows join when their columns overlap, or for 8-connectivity touch diagonally too.
+ */
+function components(bitmap: Uint8Array, w: number, h: number, value: 0 | 1, eight: boolean): { runs: Run[]; rowStart: Int32Array; set: Int32Array } {
+  const runs: Run[] = [];
+  const rowStart = new Int32Array(h + 1);
+  for (let y = 0; y < h; y++) {
+    rowStart[y] = runs.length;
+    const row = y * w;
+    for (let x = 0; x < w; ) {
+      if ((bitmap[row + x] ? 1 : 0) !== value) {
+        x++;
+        continue;
       }
+      const x0 = x;
+      while (x < w && (bitmap[row + x] ? 1 : 0) === value) x++;
+      runs.push({ y, x0, x1: x - 1 });
     }
   }
-  return out;
+  rowStart[h] = runs.length;
+  const uf = unionFind(runs.length);
+  const reach = eight ? 1 : 0;
+  for (let y = 1; y < h; y++) {
+    let j = rowStart[y - 1]!;
+    for (let i = rowStart[y]!; i < rowStart[y + 1]!; i++) {
+      const a = runs[i]!;
+      while (j < rowStart[y]! && runs[j]!.x1 + reach < a.x0) j++;
+      for (let k = j; k < rowStart[y]! && runs[k]!.x0 <= a.x1 + reach; k++) uf.union(i, k);
+    }
+  }
+  return { runs, rowStart, set: Int32Array.from(runs, (_, i) => uf.find(i)) };
 }
 
 /**
  * The contours cv2.findContours(bitmap, RETR_LIST, ...) returns, as point sets for their hulls, in
- * its order (last found first). Outside the image counts as background, as OpenCV pads it.
+ * its order (last found first): the outer border of each 8-connected foreground region, and the
+ * border of each hole (a 4-connected background region not reaching the image edge: OpenCV pads
+ * the image with background) on the region around it. Computed on row runs, not pixels: a text
+ * map is mostly long empty rows.
  */
 export function findContours(bitmap: Uint8Array, w: number, h: number): Contour[] {
-  const fg = new Int32Array(w * h);
-  const bg = new Int32Array(w * h);
+  const fg = components(bitmap, w, h, 1, true);
   const contours: Contour[] = [];
-  let regions = 0;
-  for (let p = 0; p < w * h; p++) {
-    if (bitmap[p] && fg[p] === 0) {
-      const pixels = flood((q) => bitmap[q] === 1, fg, ++regions, p, w, h, true);
-      contours.push({ start: p, hole: false, points: rowExtremes(pixels, w) });
+  // Foreground: each set's first run (raster order) is where OpenCV starts following it; the run
+  // ends are the leftmost and rightmost points of every row, all the convex hull needs.
+  const outer = new Map<number, Contour>();
+  fg.runs.forEach((r, i) => {
+    let c = outer.get(fg.set[i]!);
+    if (!c) {
+      c = { start: r.y * w + r.x0, hole: false, points: [] };
+      outer.set(fg.set[i]!, c);
+      contours.push(c);
     }
-  }
-  // Background regions (4-connected) touching the image edge are the outside; the others are holes.
-  let zones = 0;
-  for (let p = 0; p < w * h; p++) {
-    if (bitmap[p] || bg[p] !== 0) continue;
-    const pixels = flood((q) => bitmap[q] === 0, bg, ++zones, p, w, h, false);
-    const touchesEdge = pixels.some((q) => {
-      const x = q % w;
-      const y = (q - x) / w;
-      return x === 0 || y === 0 || x === w - 1 || y === h - 1;
-    });
-    if (touchesEdge) continue;
-    // The hole's border is followed from the pixel left of its first pixel, on the region around it:
-    // the foreground pixels of that region next to (4-connected) the hole.
-    const owner = fg[p - 1]!;
-    const border = new Set<number>();
-    for (const q of pixels) {
-      const x = q % w;
-      for (const n of [q - w, q + w, x > 0 ? q - 1 : -1, x < w - 1 ? q + 1 : -1]) if (n >= 0 && n < w * h && fg[n] === owner) border.add(n);
+    c.points.push([r.x0, r.y], [r.x1, r.y]);
+  });
+  // Background: sets with a run on the image edge are the outside; the others are holes.
+  const bg = components(bitmap, w, h, 0, false);
+  const outside = new Set<number>();
+  bg.runs.forEach((r, i) => {
+    if (r.y === 0 || r.y === h - 1 || r.x0 === 0 || r.x1 === w - 1) outside.add(bg.set[i]!);
+  });
+  const fgRunAt = (y: number, x: number): number => {
+    for (let i = fg.rowStart[y]!; i < fg.rowStart[y + 1]!; i++) if (fg.runs[i]!.x0 <= x && x <= fg.runs[i]!.x1) return i;
+    return -1;
+  };
+  const holes = new Map<number, { owner: number; contour: Contour }>();
+  bg.runs.forEach((r, i) => {
+    const set = bg.set[i]!;
+    if (outside.has(set)) return;
+    let hole = holes.get(set);
+    if (!hole) {
+      // Followed from the pixel left of the hole's first pixel, on that pixel's region.
+      hole = { owner: fg.set[fgRunAt(r.y, r.x0 - 1)]!, contour: { start: r.y * w + r.x0 - 1, hole: true, points: [] } };
+      holes.set(set, hole);
+      contours.push(hole.contour);
     }
-    contours.push({ start: p - 1, hole: true, points: rowExtremes([...border], w) });
-  }
+    // The owner's pixels 4-adjacent to this run: left and right of it, and above and below it.
+    const pts = hole.contour.points;
+    for (const x of [r.x0 - 1, r.x1 + 1]) {
+      const k = fgRunAt(r.y, x);
+      if (k >= 0 && fg.set[k] === hole.owner) pts.push([x, r.y]);
+    }
+    for (const y of [r.y - 1, r.y + 1]) {
+      for (let k = fg.rowStart[y]!; k < fg.rowStart[y + 1]!; k++) {
+        const f = fg.runs[k]!;
+        if (fg.set[k] !== hole.owner || f.x1 < r.x0 || f.x0 > r.x1) continue;
+        pts.push([Math.max(f.x0, r.x0), y], [Math.min(f.x1, r.x1), y]);
+      }
+    }
+  });
   // Found in raster order (an outer border before a hole border starting on the same pixel); returned last first.
   contours.sort((a, b) => a.start - b.start || Number(a.hole) - Number(b.hole));
   return contours.reverse();
