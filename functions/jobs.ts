@@ -3,7 +3,15 @@
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import * as df from 'durable-functions';
-import { cancelJob, jobStatus, submitJob, type ApiResponse, type JobClient } from '../lib/api';
+import { cancelJob, jobStatus, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
+import { settings } from '../lib/config';
+import { dataService } from '../lib/storage';
+
+/** Largest job request accepted (a request is a few hundred bytes). */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+/** The data account the job folders live in (job records, outcomes). */
+const apiOptions = (): ApiOptions => ({ storage: () => dataService(settings().data) });
 
 /** The Durable client as the JobClient the API logic needs. */
 export function durableJobClient(context: InvocationContext): JobClient {
@@ -46,13 +54,17 @@ function baseUrl(req: HttpRequest): string {
 }
 
 export async function submitJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  const tooLarge = { status: 413, jsonBody: { error: { code: 'PayloadTooLarge', message: `request body is larger than ${MAX_BODY_BYTES} bytes`, target: '(body)' } } };
+  if (Number(req.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) return tooLarge;
+  const bytes = Buffer.from(await req.arrayBuffer());
+  if (bytes.length > MAX_BODY_BYTES) return tooLarge;
   let body: unknown;
   try {
-    body = await req.json();
+    body = JSON.parse(bytes.toString('utf8'));
   } catch {
     return { status: 400, jsonBody: { error: { code: 'InvalidRequest', message: 'request body is not valid JSON', target: '(body)' } } };
   }
-  const r = await submitJob(durableJobClient(context), body, baseUrl(req));
+  const r = await submitJob(durableJobClient(context), body, baseUrl(req), apiOptions());
   context.log(`POST /api/jobs -> ${r.status}`);
   return respond(r);
 }
@@ -62,7 +74,7 @@ export async function jobStatusHandler(req: HttpRequest, context: InvocationCont
 }
 
 export async function cancelJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  const r = await cancelJob(durableJobClient(context), req.params['id'] ?? '', baseUrl(req));
+  const r = await cancelJob(durableJobClient(context), req.params['id'] ?? '', baseUrl(req), apiOptions());
   context.log(`DELETE /api/jobs/${req.params['id']} -> ${r.status}`);
   return respond(r);
 }

@@ -40,6 +40,7 @@ param inferBatchSize int = 4
 param ioConcurrency int = 8
 param maxImageBytes int = 67108864
 param maxImagePixels int = 100000000
+param modelCacheMaxBytes int = 2147483648
 
 @description('Price of one GB-second in USD, for the cost estimate in manifests and reports.')
 param pricePerGbSecond string = '0.000026'
@@ -181,6 +182,7 @@ var baseSettings = [
   { name: 'IO_CONCURRENCY', value: string(ioConcurrency) }
   { name: 'MAX_IMAGE_BYTES', value: string(maxImageBytes) }
   { name: 'MAX_IMAGE_PIXELS', value: string(maxImagePixels) }
+  { name: 'MODEL_CACHE_MAX_BYTES', value: string(modelCacheMaxBytes) }
   { name: 'INSTANCE_MEMORY_MB', value: string(instanceMemoryMB) }
   { name: 'PRICE_PER_GB_SECOND', value: pricePerGbSecond }
 ]

@@ -7,11 +7,12 @@
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError } from './errors';
 import { finalizeJob, type CostSettings, type FinalizeInput, type Manifest } from './finalize';
+import { claimJobFolder, clearOutcome } from './jobFolder';
 import type { JobSpec } from './jobs';
-import { ModelCache } from './model';
+import { ModelCache, type ModelVersion } from './model';
 import { settings } from './config';
 import { inferPartition, type PartitionSummary } from './pipeline';
-import { dataService, ensureContainer, writePlan } from './storage';
+import { dataService, ensureContainer, readJson, planIndexName, writePlan, type PlanIndex } from './storage';
 
 export interface ActivityDeps {
   service: () => Promise<BlobServiceClient>;
@@ -30,15 +31,18 @@ export interface ActivityError {
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ActivityError };
 
+/** The model version a job pins at plan time. */
+export type PinnedModel = { name: string } & ModelVersion;
+
 export interface PlanResult {
   partitions: number;
   total: number;
   bytes: number;
-  model: { name: string; etag: string };
+  model: PinnedModel;
 }
 
 export interface PartitionInput {
-  job: Pick<JobSpec, 'jobId' | 'jobPrefix' | 'input' | 'output' | 'model' | 'params' | 'skipExisting'>;
+  job: Pick<JobSpec, 'jobId' | 'jobPrefix' | 'input' | 'output' | 'params' | 'skipExisting'> & { model: PinnedModel };
   n: number;
 }
 
@@ -61,18 +65,28 @@ export function createActivities(deps: ActivityDeps) {
   return {
     close: (): Promise<void> => deps.cache.close(),
 
-    /** Lists the input, writes the plan files, validates the model. Reuses a complete plan on resume. */
+    /**
+     * Claims the job folder (a conflicting request or folder fails here), pins and checks the model
+     * (one probe inference), lists the input and writes the plan. A resumed job reuses its plan
+     * and the model version it pinned.
+     */
     planJob: (job: JobSpec): Promise<Outcome<PlanResult>> =>
       outcome(async () => {
         const svc = await deps.service();
         const input = svc.getContainerClient(job.input.container);
         const output = svc.getContainerClient(job.output.container);
+        const models = svc.getContainerClient(deps.modelsContainer);
         if (!(await input.exists())) {
           throw new LakeInferError('ContainerNotFound', `input container '${job.input.container}' does not exist`, { target: 'input.container' });
         }
-        // Loading the model validates it (model.json, the ONNX session) before any work is planned.
-        const model = await deps.cache.get(svc.getContainerClient(deps.modelsContainer), job.model.name);
         await ensureContainer(output);
+        const claim = await claimJobFolder(output, job);
+        if (claim === 'resume') await clearOutcome(output, job.jobPrefix);
+        const planned = await readJson<PlanIndex>(output, planIndexName(job.jobPrefix));
+        // Loading validates the model against its ONNX file (shapes, roles, labels, a probe
+        // inference) before any work is planned; a resumed job keeps the version it pinned.
+        const model = await deps.cache.get(models, job.model.name, planned?.model, { validate: true });
+        const pin: PinnedModel = { name: model.name, etag: model.etag, jsonEtag: model.jsonEtag };
         const index = await writePlan(input, output, {
           jobId: job.jobId,
           jobPrefix: job.jobPrefix,
@@ -80,8 +94,10 @@ export function createActivities(deps: ActivityDeps) {
           prefix: job.input.prefix,
           extensions: job.input.extensions,
           ...(job.input.maxItems ? { maxItems: job.input.maxItems } : {}),
+          model: pin,
+          exclude: { container: job.output.container, prefix: job.jobPrefix },
         });
-        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: { name: model.name, etag: model.etag } };
+        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model };
       }),
 
     inferPartition: (input: PartitionInput): Promise<Outcome<PartitionResult>> =>
@@ -101,7 +117,7 @@ export function createActivities(deps: ActivityDeps) {
             jobId: input.job.jobId,
             jobPrefix: input.job.jobPrefix,
             n: input.n,
-            model: input.job.model.name,
+            model: input.job.model,
             params: input.job.params,
             overlays: input.job.output.overlays,
             skipExisting: input.job.skipExisting,
@@ -128,7 +144,7 @@ export function defaultActivities(): Activities {
     const s = settings();
     processActivities = createActivities({
       service: () => dataService(s.data),
-      cache: new ModelCache({ workers: s.inferWorkers, intraOpThreads: s.ortIntraOpThreads, batchSize: s.inferBatchSize }),
+      cache: new ModelCache({ workers: s.inferWorkers, intraOpThreads: s.ortIntraOpThreads, batchSize: s.inferBatchSize, maxCacheBytes: s.modelCacheMaxBytes }),
       modelsContainer: s.modelsContainer,
       ioConcurrency: s.ioConcurrency,
       maxImageBytes: s.maxImageBytes,

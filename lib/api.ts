@@ -1,11 +1,16 @@
 /**
  * The job HTTP API as plain functions over a JobClient (the Durable client on Azure, the local
- * host's engine locally): submit (validated, idempotent per jobId), status, cancel.
+ * host's engine locally) and, where given, the data account: submit (validated, idempotent per
+ * jobId, one request per jobId), status, cancel (decided against finalization once, in the job's
+ * _outcome.json).
  */
-import { isLakeInferError } from './errors';
-import { parseJobRequest, type JobSpec } from './jobs';
+import type { BlobServiceClient } from '@azure/storage-blob';
+import { isLakeInferError, LakeInferError } from './errors';
+import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, type JobRecord, type JobStatus } from './jobFolder';
+import { parseJobRequest, specDifferences, specDigest, type JobSpec } from './jobs';
 import type { JobProgress } from './orchestration';
-import { ORCHESTRATOR, type OrchestratorInput } from './orchestrator';
+import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from './orchestrator';
+import { readJson } from './storage';
 
 export type RuntimeStatus = 'Running' | 'Pending' | 'Completed' | 'Failed' | 'Terminated' | 'ContinuedAsNew' | 'Canceled' | 'Suspended' | 'Unknown';
 
@@ -31,11 +36,23 @@ export interface ApiResponse {
   headers?: Record<string, string>;
 }
 
+export interface ApiOptions {
+  /** The data account holding the job folders (job records, outcomes); without it those checks are skipped. */
+  storage?: () => Promise<BlobServiceClient>;
+  now?: Date;
+}
+
+function error(status: number, e: LakeInferError): ApiResponse {
+  return { status, body: { error: e.toJSON() } };
+}
+
 const ACTIVE: RuntimeStatus[] = ['Running', 'Pending', 'ContinuedAsNew', 'Suspended'];
 
 export interface JobView {
   jobId: string;
   runtimeStatus: RuntimeStatus;
+  /** The job's own status: running, or how it ended (agrees with _manifest.json). */
+  status: 'running' | JobStatus;
   progress?: JobProgress;
   output?: unknown;
   createdTime?: string;
@@ -46,7 +63,9 @@ export interface JobView {
 
 function view(s: InstanceStatus, baseUrl: string, job?: JobSpec): JobView {
   const link = `${baseUrl.replace(/\/$/, '')}/api/jobs/${encodeURIComponent(s.instanceId)}`;
-  const v: JobView = { jobId: s.instanceId, runtimeStatus: s.runtimeStatus, links: { status: link, cancel: link } };
+  const ended = (s.output as Partial<JobOutput> | undefined)?.status;
+  const status: JobView['status'] = ACTIVE.includes(s.runtimeStatus) ? 'running' : s.runtimeStatus === 'Completed' ? (ended ?? 'succeeded') : s.runtimeStatus === 'Failed' ? 'failed' : 'cancelled';
+  const v: JobView = { jobId: s.instanceId, runtimeStatus: s.runtimeStatus, status, links: { status: link, cancel: link } };
   if (s.customStatus) v.progress = s.customStatus as JobProgress;
   if (s.output !== undefined && s.output !== null) v.output = s.output;
   if (s.createdTime) v.createdTime = s.createdTime;
@@ -69,29 +88,62 @@ function jobOf(input: unknown): JobSpec | undefined {
   return i.job ?? i.state?.job;
 }
 
-/** POST /api/jobs. Same jobId while running: the running job (202); finished: its result (200); failed or terminated: resumed (202). */
-export async function submitJob(client: JobClient, body: unknown, baseUrl: string, now = new Date()): Promise<ApiResponse> {
+/**
+ * POST /api/jobs. The same jobId: running, the running job (202); completed, its result (200);
+ * failed or cancelled, resumed with its plan (202). A request that differs in what the job computes
+ * or where it writes is a 409 naming the fields, unless it says `restart: true` (a finished job is
+ * then replaced; a running one must be cancelled first).
+ */
+export async function submitJob(client: JobClient, body: unknown, baseUrl: string, opts: ApiOptions = {}): Promise<ApiResponse> {
   let job: JobSpec;
   try {
-    job = parseJobRequest(body, now);
+    job = parseJobRequest(body, opts.now);
   } catch (err) {
-    if (isLakeInferError(err)) return { status: 400, body: { error: err.toJSON() } };
+    if (isLakeInferError(err)) return error(400, err);
     throw err;
   }
   const existing = await client.status(job.jobId);
-  if (existing && ACTIVE.includes(existing.runtimeStatus)) {
-    return { status: 202, body: { ...view(existing, baseUrl, jobOf(existing.input) ?? job), resumed: false, duplicate: true }, headers: { Location: view(existing, baseUrl).links.status } };
-  }
-  if (existing && existing.runtimeStatus === 'Completed') {
-    return { status: 200, body: { ...view(existing, baseUrl, jobOf(existing.input) ?? job), duplicate: true } };
-  }
-  // Resuming keeps the first submission time, so the manifest tells the job's whole story.
   const previous = existing ? jobOf(existing.input) : undefined;
-  const input: OrchestratorInput = { job: previous ? { ...job, submittedAt: previous.submittedAt } : job };
-  await client.start(ORCHESTRATOR, job.jobId, input);
+  const conflict = (fields: string[]): ApiResponse =>
+    error(409, new LakeInferError('JobSpecConflict', `job '${job.jobId}' already exists with another request (${fields.join(', ')} differ); submit it with "restart": true to replace it, or use another jobId`, { target: fields[0] ?? 'jobId' }));
+  if (previous && !job.restart) {
+    const fields = specDifferences(previous, job);
+    if (fields.length > 0) return conflict(fields);
+  }
+  if (existing && ACTIVE.includes(existing.runtimeStatus)) {
+    if (job.restart) return error(409, new LakeInferError('JobSpecConflict', `job '${job.jobId}' is running; cancel it before restarting it`, { target: 'restart' }));
+    return { status: 202, body: { ...view(existing, baseUrl, previous ?? job), resumed: false, duplicate: true }, headers: { Location: view(existing, baseUrl).links.status } };
+  }
+  if (existing?.runtimeStatus === 'Completed' && !job.restart) {
+    return { status: 200, body: { ...view(existing, baseUrl, previous ?? job), duplicate: true } };
+  }
+  const output = opts.storage ? (await opts.storage()).getContainerClient(job.output.container) : undefined;
+  // A missing output container holds no job folders (planJob creates it).
+  if (output && (await output.exists())) {
+    const other = await enclosingJob(output, job.jobPrefix);
+    if (other) return error(409, new LakeInferError('OutputConflict', `the job folder '${job.jobPrefix}' would lie inside the folder of job '${other}'; choose another output.prefix`, { target: 'output.prefix' }));
+    // A job whose orchestration history is gone still has its folder: the same rule applies.
+    const record = previous ? undefined : await readJson<JobRecord>(output, jobRecordName(job.jobPrefix));
+    if (record && !job.restart && record.digest !== specDigest(job)) return conflict(specDifferences(record.spec, job));
+  }
+  const resume = previous !== undefined && !job.restart;
+  if (resume) {
+    // The same execution goes on: its first submission time, its plan; a cancelled or failed outcome is forgotten.
+    job = { ...job, submittedAt: previous.submittedAt, executionId: previous.executionId };
+    if (output && (await output.exists())) await clearOutcome(output, job.jobPrefix);
+  }
+  const input: OrchestratorInput = { job };
+  try {
+    await client.start(ORCHESTRATOR, job.jobId, input);
+  } catch (err) {
+    // Simultaneous submissions of one new jobId: one starts it, the others see it running.
+    const now = await client.status(job.jobId);
+    if (now && ACTIVE.includes(now.runtimeStatus)) return { status: 202, body: { ...view(now, baseUrl, jobOf(now.input) ?? job), resumed: false, duplicate: true }, headers: { Location: view(now, baseUrl).links.status } };
+    throw err;
+  }
   const started = (await client.status(job.jobId)) ?? { instanceId: job.jobId, runtimeStatus: 'Pending' as const };
   const v = view(started, baseUrl, job);
-  return { status: 202, body: { ...v, resumed: existing !== undefined }, headers: { Location: v.links.status } };
+  return { status: 202, body: { ...v, resumed: resume, ...(job.restart && existing ? { restarted: true } : {}) }, headers: { Location: v.links.status } };
 }
 
 export async function jobStatus(client: JobClient, jobId: string, baseUrl: string): Promise<ApiResponse> {
@@ -100,10 +152,23 @@ export async function jobStatus(client: JobClient, jobId: string, baseUrl: strin
   return { status: 200, body: view(s, baseUrl, jobOf(s.input)) };
 }
 
-export async function cancelJob(client: JobClient, jobId: string, baseUrl: string): Promise<ApiResponse> {
+/**
+ * DELETE /api/jobs/{id}. The cancel and the job's finalization race for _outcome.json: a cancel
+ * that wins terminates the orchestration (and a finalization still running writes a cancelled
+ * manifest); one that comes after the outcome is decided is a 409, and the job completes.
+ */
+export async function cancelJob(client: JobClient, jobId: string, baseUrl: string, opts: ApiOptions = {}): Promise<ApiResponse> {
   const s = await client.status(jobId);
   if (!s) return { status: 404, body: { error: { code: 'JobNotFound', message: `no job with id '${jobId}'`, target: 'jobId' } } };
   if (!ACTIVE.includes(s.runtimeStatus)) return { status: 409, body: { error: { code: 'JobNotRunning', message: `job '${jobId}' is ${s.runtimeStatus}; only running jobs can be cancelled` } } };
+  const job = jobOf(s.input);
+  const output = job && opts.storage ? (await opts.storage()).getContainerClient(job.output.container) : undefined;
+  if (job && output && (await output.exists())) {
+    const o = await decideOutcome(output, job.jobPrefix, { status: 'cancelled', executionId: job.executionId, by: 'cancel' }, (opts.now ?? new Date()).toISOString());
+    if (o.status !== 'cancelled') {
+      return { status: 409, body: { error: { code: 'JobFinalizing', message: `job '${jobId}' is finishing: its outcome is decided (${o.status}) and its outputs are being written; it can no longer be cancelled` } } };
+    }
+  }
   await client.terminate(jobId, 'cancelled by DELETE /api/jobs');
-  return { status: 202, body: view((await client.status(jobId)) ?? s, baseUrl, jobOf(s.input)) };
+  return { status: 202, body: view((await client.status(jobId)) ?? s, baseUrl, job) };
 }

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ContainerClient } from '@azure/storage-blob';
+import { decideOutcome, type JobStatus } from './jobFolder';
 import type { JobSpec } from './jobs';
 import type { JobTotals } from './orchestration';
 import { addStages, partFailuresName, roundStages, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionSummary, type StageTimings } from './pipeline';
@@ -70,7 +71,8 @@ export interface FinalizeInput {
 
 export interface Manifest {
   jobId: string;
-  status: 'succeeded' | 'failed';
+  /** How the job ended: as decided in _outcome.json (a cancel that came first makes it 'cancelled'). */
+  status: JobStatus;
   counts: { images: number; succeeded: number; failed: number; skipped: number; detections: number; partitions: number; partitionsFailed: number };
   failedPercent: number;
   toleratedFailurePercent: number;
@@ -180,11 +182,13 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   await coco.write('\n]\n');
   await Promise.all([results.commit(), coco.commit(), failures.commit()]);
   roundStages(stageMs);
+  // The outcome is decided once: this finalize's status, unless a cancel came first.
+  const { status } = await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt);
 
   const t = input.totals;
   const manifest: Manifest = {
     jobId: input.job.jobId,
-    status: input.status,
+    status,
     counts: { images: t.images, succeeded: t.succeeded, failed: t.failed, skipped: t.skipped, detections: t.detections, partitions: input.partitions, partitionsFailed: t.partitionsFailed },
     failedPercent: t.images === 0 ? 0 : Math.round((10000 * t.failed) / t.images) / 100,
     toleratedFailurePercent: input.job.toleratedFailurePercent,

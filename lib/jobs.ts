@@ -1,12 +1,21 @@
 /**
- * The job request (POST /api/jobs): validated with zod; a bad request is a 400 that names the field.
- * A valid request becomes a JobSpec: the orchestration's whole input (small, whatever the job size).
+ * The job request (POST /api/jobs) and the job spec it becomes. Both are validated with zod, and
+ * every error names its field: a bad request is a 400, a bad orchestration input fails at once.
+ * A JobSpec is the orchestration's whole input (small, whatever the job size); the orchestrator
+ * and the local Durable endpoints check it with the same schema as the API.
+ *
+ * A job is its request: the fields that decide what a job computes and where it writes
+ * (RESULT_FIELDS) are fixed for its jobId; resubmitting the same jobId with other values is refused
+ * unless the request says `restart: true`.
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { LakeInferError } from './errors';
-import { InferParamsSchema, zodPath, type InferParams } from './model/spec';
-import { jobPrefix } from './storage';
+import { zodPath } from './fieldPath';
+import { InferParamsSchema, type InferParams } from './model/spec';
+import { jobPrefix } from './storage/names';
+
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 const container = z
   .string()
@@ -14,38 +23,36 @@ const container = z
 const blobPrefix = z
   .string()
   .max(512)
+  .refine((p) => !CONTROL.test(p), 'must not contain control characters')
   .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), "must not contain '.' or '..' segments")
-  .default('');
+  .refine((p) => !p.includes('\\'), 'must not contain backslashes');
+const jobId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'must be 1-100 characters of A-Z a-z 0-9 - _');
+const modelName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be 1-100 characters of A-Z a-z 0-9 . _ -')
+  .refine((n) => !n.includes('..'), "must not contain '..'");
+const extensions = z
+  .array(z.string().regex(/^\.[A-Za-z0-9]{1,10}$/, "must look like '.jpg'"))
+  .min(1)
+  .max(32);
+const partitionSize = z.number().int().min(1).max(10_000);
+/** Partitions in flight at once; bounds the load on storage and instances. */
+const maxParallelPartitions = z.number().int().min(1).max(1000);
+const toleratedFailurePercent = z.number().min(0).max(100);
 
 export const JobRequestSchema = z
   .object({
-    jobId: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'must be 1-100 characters of A-Z a-z 0-9 - _').optional(),
-    input: z
-      .object({
-        container,
-        prefix: blobPrefix,
-        extensions: z
-          .array(z.string().regex(/^\.[A-Za-z0-9]{1,10}$/, "must look like '.jpg'"))
-          .min(1)
-          .max(32)
-          .default(['.jpg', '.jpeg', '.png']),
-        maxItems: z.number().int().min(1).max(100_000_000).optional(),
-      })
-      .strict(),
-    output: z
-      .object({
-        container,
-        prefix: blobPrefix,
-        overlays: z.boolean().default(false),
-      })
-      .strict(),
-    model: z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be 1-100 characters of A-Z a-z 0-9 . _ -').refine((n) => !n.includes('..'), "must not contain '..'") }).strict(),
-    partitionSize: z.number().int().min(1).max(10_000).default(64),
-    /** Partitions processed at once (a wave); bounds the load on storage and instances. */
-    maxParallelPartitions: z.number().int().min(1).max(1000).default(32),
-    toleratedFailurePercent: z.number().min(0).max(100).default(1),
+    jobId: jobId.optional(),
+    input: z.object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
+    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false) }).strict(),
+    model: z.object({ name: modelName }).strict(),
+    partitionSize: partitionSize.default(64),
+    maxParallelPartitions: maxParallelPartitions.default(32),
+    toleratedFailurePercent: toleratedFailurePercent.default(1),
     skipExisting: z.boolean().default(true),
     params: InferParamsSchema.default({}),
+    /** Replace an existing job of this jobId (its outputs and plan) with this request, even a finished one. */
+    restart: z.boolean().default(false),
   })
   .strict();
 
@@ -65,6 +72,71 @@ export interface JobSpec {
   params: InferParams;
   /** When the job was first submitted (set by the HTTP trigger, not the orchestrator). */
   submittedAt: string;
+  /** Names this execution's plan: kept when a job resumes, new when it starts or restarts. */
+  executionId: string;
+  /** This execution replaces an earlier one's plan and outputs. */
+  restart: boolean;
+}
+
+/** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+
+/** The same rules as the request, on the normalised spec (the orchestrator's input). */
+export const JobSpecSchema = z
+  .object({
+    jobId,
+    jobPrefix: z.string().min(1).max(1024),
+    input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
+    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean() }).strict(),
+    model: z.object({ name: modelName }).strict(),
+    partitionSize,
+    maxParallelPartitions,
+    toleratedFailurePercent,
+    skipExisting: z.boolean(),
+    params: InferParamsSchema,
+    submittedAt: z.string().datetime(),
+    executionId: z.string().min(1).max(100),
+    restart: z.boolean(),
+  })
+  .strict()
+  .superRefine((j, ctx) => {
+    placementIssues(j).forEach((i) => ctx.addIssue({ code: 'custom', path: i.path, message: i.message }));
+    if (j.jobPrefix !== safeJobPrefix(j.output.prefix, j.jobId)) ctx.addIssue({ code: 'custom', path: ['jobPrefix'], message: `must be the output prefix followed by the jobId ('${safeJobPrefix(j.output.prefix, j.jobId)}')` });
+  });
+
+function safeJobPrefix(prefix: string, id: string): string {
+  try {
+    return jobPrefix(prefix, id);
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Where outputs may go: not into the input's prefix in the same container (later jobs would read a
+ * job's overlays and results back as images), and the input may not lie inside the job's folder.
+ */
+function placementIssues(j: { jobId: string; input: { container: string; prefix: string }; output: { container: string; prefix: string } }): { path: string[]; message: string }[] {
+  if (j.input.container !== j.output.container) return [];
+  const folder = safeJobPrefix(j.output.prefix, j.jobId);
+  if (folder === '') return [];
+  if (folder.startsWith(j.input.prefix) || j.input.prefix.startsWith(folder)) {
+    return [
+      {
+        path: ['output', 'prefix'],
+        message: `puts the job's outputs ('${folder}') inside the input prefix '${j.input.prefix}' of container '${j.input.container}': they would be read back as inputs; use another container or a prefix outside the input`,
+      },
+    ];
+  }
+  return [];
+}
+
+/** zod issues as a LakeInferError naming the first offending field. */
+function firstIssue(error: z.ZodError, code: 'InvalidRequest', what: string): LakeInferError {
+  const issue = error.issues[0]!;
+  let field = zodPath(issue.path);
+  if (issue.code === 'unrecognized_keys') field = [field, issue.keys[0]].filter(Boolean).join('.');
+  return new LakeInferError(code, `${what}field '${field || '(body)'}' ${issue.message.replace(/^Invalid input: /, '')}`, { target: field || '(body)' });
 }
 
 /** Validates a request body; throws InvalidRequest whose target is the offending field. */
@@ -73,17 +145,12 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
     throw new LakeInferError('InvalidRequest', 'request body must be a JSON object', { target: '(body)' });
   }
   const r = JobRequestSchema.safeParse(body);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    let field = zodPath(issue.path);
-    if (issue.code === 'unrecognized_keys') field = [field, issue.keys[0]].filter(Boolean).join('.');
-    throw new LakeInferError('InvalidRequest', `field '${field || '(body)'}' ${issue.message.replace(/^Invalid input: /, '')}`, { target: field || '(body)' });
-  }
+  if (!r.success) throw firstIssue(r.error, 'InvalidRequest', '');
   const req = r.data;
-  const jobId = req.jobId ?? newId();
-  return {
-    jobId,
-    jobPrefix: jobPrefix(req.output.prefix, jobId),
+  const id = req.jobId ?? newId();
+  const spec: JobSpec = {
+    jobId: id,
+    jobPrefix: jobPrefix(req.output.prefix, id),
     input: { container: req.input.container, prefix: req.input.prefix, extensions: req.input.extensions.map((e) => e.toLowerCase()), ...(req.input.maxItems ? { maxItems: req.input.maxItems } : {}) },
     output: req.output,
     model: req.model,
@@ -93,5 +160,47 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
     skipExisting: req.skipExisting,
     params: req.params,
     submittedAt: now.toISOString(),
+    executionId: `${now.getTime().toString(36)}-${newId().replace(/-/g, '').slice(0, 8)}`,
+    restart: req.restart,
   };
+  const placement = placementIssues(spec)[0];
+  if (placement) throw new LakeInferError('InvalidRequest', `field 'output.prefix' ${placement.message}`, { target: 'output.prefix' });
+  return spec;
+}
+
+/** A JobSpec from anywhere (an orchestration input): throws InvalidRequest naming the field. */
+export function parseJobSpec(value: unknown, where = 'job'): JobSpec {
+  const r = JobSpecSchema.safeParse(value);
+  if (!r.success) {
+    const e = firstIssue(r.error, 'InvalidRequest', `${where}: `);
+    throw new LakeInferError(e.code, e.message, { target: `${where}.${e.target}` });
+  }
+  return r.data as JobSpec;
+}
+
+function get(o: unknown, path: string): unknown {
+  return path.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), o);
+}
+
+/** Canonical JSON (sorted keys) for comparing values. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The result-deciding fields on which two specs of one jobId differ. */
+export function specDifferences(a: JobSpec, b: JobSpec): string[] {
+  return RESULT_FIELDS.filter((f) => canonical(get(a, f)) !== canonical(get(b, f)));
+}
+
+/** A digest of the result-deciding fields: recorded in the plan, compared when a plan is reused. */
+export function specDigest(j: JobSpec): string {
+  return canonical(Object.fromEntries(RESULT_FIELDS.map((f) => [f, get(j, f)])));
 }

@@ -9,9 +9,13 @@
  */
 import * as df from 'durable-functions';
 import type { OrchestrationContext, Task } from 'durable-functions';
+import { z } from 'zod';
 import type { Outcome, PartitionInput, PartitionResult, PlanResult } from './activities';
+import { LakeInferError } from './errors';
 import type { FinalizeInput, Manifest, PartitionFailure } from './finalize';
-import type { JobSpec } from './jobs';
+import type { JobStatus } from './jobFolder';
+import { JobSpecSchema, parseJobSpec, type JobSpec } from './jobs';
+import { zodPath } from './fieldPath';
 import { addFailedPartition, addPartition, EMPTY_TOTALS, jobSucceeded, partitionImageCount, progressOf, type JobTotals } from './orchestration';
 
 export const ORCHESTRATOR = 'inferenceJob';
@@ -47,11 +51,62 @@ export interface JobState {
   startedAt: string;
 }
 
-export type OrchestratorInput = { job: JobSpec; options?: Partial<FanOutOptions> } | { state: JobState };
+export type OrchestratorInput = { job: JobSpec; options?: Partial<Omit<FanOutOptions, 'retry'>> & { retry?: Partial<FanOutOptions['retry']> } } | { state: JobState };
+
+const RetrySchema = z
+  .object({
+    firstRetryMs: z.number().int().min(1).max(3_600_000),
+    maxAttempts: z.number().int().min(1).max(100),
+    backoffCoefficient: z.number().min(1).max(10),
+    maxRetryMs: z.number().int().min(1).max(86_400_000),
+  })
+  .strict();
+const OptionsSchema = z.object({ parallel: z.number().int().min(1).max(1000), perGeneration: z.number().int().min(1).max(100_000), retry: RetrySchema }).strict();
+const count = z.number().int().min(0);
+const StateSchema = z
+  .object({
+    job: JobSpecSchema,
+    options: OptionsSchema,
+    plan: z
+      .object({ partitions: count, total: count, bytes: z.number().min(0), model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict() })
+      .strict()
+      .optional(),
+    next: count,
+    totals: z.object({ partitionsDone: count, partitionsFailed: count, images: count, succeeded: count, failed: count, skipped: count, detections: count, activitySeconds: z.number().min(0) }).strict(),
+    failedPartitions: z.array(z.object({ n: count, code: z.string().max(100), message: z.string().max(1000) }).strict()).max(MAX_LISTED_FAILURES),
+    generation: count,
+    startedAt: z.string().datetime(),
+  })
+  .strict();
+
+/**
+ * The orchestrator's input, checked with the job API's own rules: an input the API would refuse
+ * fails the instance at once (InvalidRequest naming the field) instead of driving it.
+ */
+export function parseOrchestratorInput(input: unknown): { job: JobSpec; options: FanOutOptions } | { state: JobState } {
+  const fail = (field: string, message: string): never => {
+    throw new LakeInferError('InvalidRequest', `orchestration input: field '${field}' ${message}`, { target: field });
+  };
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return fail('(input)', 'must be an object with `job` or `state`');
+  if ('state' in input) {
+    const r = z.object({ state: StateSchema }).strict().safeParse(input);
+    if (!r.success) return fail(zodPath(r.error.issues[0]!.path) || '(input)', r.error.issues[0]!.message);
+    return r.data as { state: JobState };
+  }
+  const given = input as { job?: unknown; options?: unknown };
+  const extra = Object.keys(input).find((k) => k !== 'job' && k !== 'options');
+  if (extra) fail(extra, 'is not a field of the orchestration input');
+  const job = parseJobSpec(given.job);
+  const o = (given.options ?? {}) as Partial<FanOutOptions>;
+  const options = { ...DEFAULT_FAN_OUT, parallel: job.maxParallelPartitions, ...o, retry: { ...DEFAULT_FAN_OUT.retry, ...o.retry } };
+  const r = OptionsSchema.safeParse(options);
+  if (!r.success) fail(`options.${zodPath(r.error.issues[0]!.path)}`, r.error.issues[0]!.message);
+  return { job, options };
+}
 
 export interface JobOutput {
   jobId: string;
-  status: 'succeeded' | 'failed';
+  status: JobStatus;
   counts: Manifest['counts'];
   files: string[];
 }
@@ -69,13 +124,14 @@ function failureOf(err: unknown): { code: string; message: string } {
 }
 
 export function* inferenceJobOrchestrator(context: OrchestrationContext): Generator<Task, JobOutput | undefined, unknown> {
-  const input = context.df.getInput() as OrchestratorInput;
+  // An input the API would refuse (a hand-made start, a maxParallelPartitions of 0) fails here.
+  const input = parseOrchestratorInput(context.df.getInput());
   let s: JobState =
     'state' in input
       ? input.state
       : {
           job: input.job,
-          options: { ...DEFAULT_FAN_OUT, parallel: input.job.maxParallelPartitions ?? DEFAULT_FAN_OUT.parallel, ...input.options, retry: { ...DEFAULT_FAN_OUT.retry, ...input.options?.retry } },
+          options: input.options,
           next: 0,
           totals: EMPTY_TOTALS,
           failedPartitions: [],
@@ -96,7 +152,7 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     jobPrefix: s.job.jobPrefix,
     input: s.job.input,
     output: s.job.output,
-    model: s.job.model,
+    model: plan.model,
     params: s.job.params,
     skipExisting: s.job.skipExisting,
   };
@@ -162,6 +218,8 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   const done = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, fin)) as Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>;
   if (!done.ok) throw new Error(`${done.error.code}: ${done.error.message}`);
   context.df.setCustomStatus(progressOf('done', plan.partitions, plan.total, totals, s.generation));
+  // A cancel decided the outcome first: the manifest says cancelled, and so does the job's output.
+  if (done.value.status === 'cancelled') return { jobId: s.job.jobId, status: 'cancelled', counts: done.value.counts, files: done.value.files };
   if (status === 'failed') {
     throw new Error(
       `JobFailed: ${totals.failed} of ${totals.images} images failed (${((100 * totals.failed) / Math.max(1, totals.images)).toFixed(2)}%), more than the tolerated ${s.job.toleratedFailurePercent}%; outputs of what succeeded are in ${s.job.jobPrefix}`,

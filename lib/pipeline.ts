@@ -12,7 +12,8 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError, restStatus } from './errors';
 import { round1 } from './model/postprocess';
-import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache } from './model';
+import { watchForCancel } from './jobFolder';
+import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from './model';
 import { renderOverlay } from './model/overlay';
 import type { InferParams } from './model/spec';
 import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef } from './storage';
@@ -75,7 +76,8 @@ export interface PartitionTask {
   jobId: string;
   jobPrefix: string;
   n: number;
-  model: string;
+  /** The model version the job's plan pinned. */
+  model: { name: string } & ModelVersion;
   params: InferParams;
   overlays: boolean;
   skipExisting: boolean;
@@ -185,12 +187,22 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
   const startedAt = new Date();
   const t0 = performance.now();
   const plan = await readPlan(deps.output, task.jobPrefix, task.n);
-  const model = await deps.cache.get(deps.models, task.model);
+  const model = await deps.cache.get(deps.models, task.model.name, task.model);
   // Results can only exist if an earlier attempt of this partition started: the first attempt of a
   // new job skips the per-image look-ups that skipExisting would otherwise cost.
   const firstAttempt = await writeBlob(deps.output, partStartedName(task.jobPrefix, task.n), '', { ifNotExists: true });
   const lookForExisting = task.skipExisting && !firstAttempt;
-  const outcomes = await mapLimit(plan.blobs, deps.ioConcurrency, (blob) => processImage(deps, task, model, blob, lookForExisting));
+  // A cancelled job stops taking images; what was written stays.
+  const cancel = await watchForCancel(deps.output, task.jobPrefix);
+  let outcomes: Outcome[];
+  try {
+    outcomes = await mapLimit(plan.blobs, deps.ioConcurrency, async (blob) => (cancel.cancelled ? undefined : processImage(deps, task, model, blob, lookForExisting))).then((all) => {
+      if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
+      return all as Outcome[];
+    });
+  } finally {
+    cancel.stop();
+  }
 
   const stageMs: StageTimings = { downloadMs: 0, decodeMs: 0, inferMs: 0, postMs: 0, writeMs: 0 };
   const lines: string[] = [];

@@ -107,7 +107,7 @@ describe('a whole job', () => {
     // Exactly the expected files: plan, parts, results, failures, manifest, per-image results.
     const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
     const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/')).sort();
-    assert.deepEqual(top, ['_failures.jsonl', '_manifest.json', 'coco_results.json', 'report.html', 'results.jsonl']);
+    assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl']);
     assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
     assert.equal(names.filter((n) => n.startsWith('_plan/')).length, 9);
     assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 4, 'summary, results, failures and started marker per partition');

@@ -83,9 +83,16 @@ describe('the real HTTP handlers and the CLI through the local host', () => {
     assert.equal(await cli(['report', 'cli-job', '--url', host.url, '--out', reportDir], { DATA_STORAGE: az.azurite.connectionString }, say), 0);
     assert.match(lines.join('\n'), /report: .*report\.html/);
     assert.match(await readFile(join(reportDir, 'report.html'), 'utf8'), /Job cli-job: succeeded/);
-    // Same jobId again: the finished job is returned, not run twice.
-    const again = await submit({ url: host.url }, { jobId: 'cli-job', input: { container: 'images', prefix: 'demo/' }, output: { container: 'results', prefix: 'cli/' }, model: { name: 'ppocr-v4-det' } });
+    // Same jobId and request again: the finished job is returned, not run twice.
+    const same = JSON.parse(await readFile(req, 'utf8')) as Record<string, unknown>;
+    const again = await submit({ url: host.url }, same);
     assert.equal(again.runtimeStatus, 'Completed');
+    // Same jobId, another request: refused, naming what differs; never a silent mix.
+    const other = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify({ ...same, input: { container: 'images', prefix: 'other/' }, params: { scoreThreshold: 0.9 } }) });
+    const body = (await other.json()) as { error: { code: string; message: string; target: string } };
+    assert.equal(other.status, 409);
+    assert.equal(body.error.code, 'JobSpecConflict');
+    assert.match(body.error.message, /input\.prefix, input\.extensions, params differ/);
     const del = await fetch(`${host.url}/api/jobs/cli-job`, { method: 'DELETE' });
     assert.equal(del.status, 409);
   });

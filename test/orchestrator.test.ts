@@ -39,7 +39,7 @@ const completed = (id: number, result: unknown): Ev[] => [
   { EventType: 12, EventId: -1, IsPlayed: false, Timestamp: T0 },
   { EventType: 5, EventId: -1, IsPlayed: false, Timestamp: T0, TaskScheduledId: id, Result: JSON.stringify(result) },
 ];
-const plan = { ok: true, value: { partitions: 5, total: 45, bytes: 1000, model: { name: 'm', etag: 'e1' } } };
+const plan = { ok: true, value: { partitions: 5, total: 45, bytes: 1000, model: { name: 'm', etag: 'e1', jsonEtag: 'j1' } } };
 const part = (n: number) => ({ ok: true, value: { n, images: n === 4 ? 5 : 10, succeeded: n === 4 ? 5 : 10, failed: 0, skipped: 0, detections: 1, wallMs: 100 } });
 
 test('first step: plan the job, with retries', async () => {
@@ -96,7 +96,7 @@ test('100,000 partitions: history stays bounded per generation, payloads small',
   const total = 100_000;
   const fns = new Map<string, RegisteredFunction>([
     ['inferenceJob', orchestrator],
-    ['planJob', fake('planJob', () => ({ ok: true, value: { partitions: total, total: total * 10, bytes: 0, model: { name: 'm', etag: 'e' } } }))],
+    ['planJob', fake('planJob', () => ({ ok: true, value: { partitions: total, total: total * 10, bytes: 0, model: { name: 'm', etag: 'e', jsonEtag: 'j' } } }))],
     ['inferPartition', fake('inferPartition', (i) => {
       const n = (i as { n: number }).n;
       // Every 97th partition fails for good: more than MAX_LISTED_FAILURES of them, all counted.

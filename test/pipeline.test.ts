@@ -21,7 +21,8 @@ describe('inferPartition on Azurite with the real text detector', () => {
   const prefix = jobPrefix('runs/', 'job-p');
   const good = ['docs/a.jpg', 'docs/b.png', 'docs/sub dir/c.jpg', 'docs/ünï.jpg'];
   const bad: Record<string, string> = { 'docs/empty.jpg': 'ImageEmpty', 'docs/corrupt.jpg': 'ImageDecodeFailed', 'docs/notes.png': 'ImageDecodeFailed', 'docs/huge.png': 'ImageTooLarge' };
-  const task = (n: number, over: Partial<PartitionTask> = {}): PartitionTask => ({ jobId: 'job-p', jobPrefix: prefix, n, model: 'ppocr', params: {}, overlays: true, skipExisting: false, ...over });
+  let pinned: PartitionTask['model'];
+  const task = (n: number, over: Partial<PartitionTask> = {}): PartitionTask => ({ jobId: 'job-p', jobPrefix: prefix, n, model: pinned, params: {}, overlays: true, skipExisting: false, ...over });
 
   before(async () => {
     input = az.service.getContainerClient(uniqueContainer('in'));
@@ -44,7 +45,8 @@ describe('inferPartition on Azurite with the real text detector', () => {
     assert.ok(huge!.data.length > 0);
     deps.maxImageBytes = Math.max(...(await listAllBlobs(input)).filter((b) => b.name !== 'docs/huge.png').map((b) => b.size)) + 1;
     await writeBlob(input, 'docs/huge.png', Buffer.concat([huge!.data, Buffer.alloc(deps.maxImageBytes)]));
-    await writePlan(input, output, { jobId: 'job-p', jobPrefix: prefix, partitionSize: 5, extensions: ['.jpg', '.png'] });
+    pinned = { name: 'ppocr', ...(await cache.current(models, 'ppocr')) };
+    await writePlan(input, output, { jobId: 'job-p', jobPrefix: prefix, partitionSize: 5, extensions: ['.jpg', '.png'], model: pinned });
   });
   after(() => cache.close());
 

@@ -23,6 +23,8 @@ import { LakeInferError } from '../lib/errors';
 import { splitIntoPartitions } from '../lib/orchestration';
 import { uniqueContainer, useAzurite } from './helpers/azurite';
 
+const MODEL = { name: 'm', etag: 'onnx-etag', jsonEtag: 'json-etag' };
+
 const az = useAzurite();
 
 describe('listing and partitioning 10,000 blobs', () => {
@@ -74,7 +76,7 @@ describe('listing and partitioning 10,000 blobs', () => {
     const outC = az.service.getContainerClient(out);
     await ensureContainer(outC);
     const prefix = jobPrefix('runs/', 'job-10k');
-    const index = await writePlan(inC, outC, { jobId: 'job-10k', jobPrefix: prefix, partitionSize: 64, prefix: '2026/', extensions: ['.jpg', '.png'], pageSize: 1000 });
+    const index = await writePlan(inC, outC, { jobId: 'job-10k', jobPrefix: prefix, partitionSize: 64, prefix: '2026/', extensions: ['.jpg', '.png'], pageSize: 1000, model: MODEL });
     assert.equal(index.total, 10_000);
     assert.equal(index.partitions, Math.ceil(10_000 / 64));
     const expected = splitIntoPartitions([...names].sort(), 64);
@@ -88,7 +90,7 @@ describe('listing and partitioning 10,000 blobs', () => {
     assert.deepEqual(stored, index);
     // The index commits the plan: planning again (a resumed job) reuses it instead of listing again.
     await writeBlob(inC, '2026/zz-new.png', Buffer.from('late'));
-    const again = await writePlan(inC, outC, { jobId: 'job-10k', jobPrefix: prefix, partitionSize: 64, prefix: '2026/', extensions: ['.png', '.jpg'] });
+    const again = await writePlan(inC, outC, { jobId: 'job-10k', jobPrefix: prefix, partitionSize: 64, prefix: '2026/', extensions: ['.png', '.jpg'], model: MODEL });
     assert.deepEqual(again, index);
   });
 });
@@ -179,7 +181,7 @@ describe('edge containers', () => {
     await inC.create();
     await outC.create();
     assert.deepEqual(await listAllBlobs(inC), []);
-    const index = await writePlan(inC, outC, { jobId: 'e', jobPrefix: 'e/', partitionSize: 10 });
+    const index = await writePlan(inC, outC, { jobId: 'e', jobPrefix: 'e/', partitionSize: 10, model: MODEL });
     assert.equal(index.total, 0);
     assert.equal(index.partitions, 0);
   });

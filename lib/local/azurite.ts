@@ -1,11 +1,17 @@
 /**
- * Embedded Azurite: starts the real Azurite (blob, queue, table) as a child process on free
- * loopback ports in a temp folder, and stops it. Used by the tests and by the local host.
+ * Embedded Azurite: starts the real Azurite (blob, queue, table) as a child process on loopback
+ * ports (free ones unless given) in a data folder (a temp one unless given), and stops it. Used by
+ * the tests and by the local host.
+ *
+ * The child (azuriteProcess.ts) dies with its parent, saving its metadata on the way out, and
+ * answers flush requests; a restart on the same folder first waits for a predecessor still saving.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LOCK_FILE } from './azuriteLock';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 export const DEV_ACCOUNT = 'devstoreaccount1';
@@ -20,6 +26,8 @@ export interface AzuriteInstance {
   /** Connection string with blob, queue and table endpoints. */
   connectionString: string;
   process: ChildProcess;
+  /** Saves Azurite's metadata now: everything it acknowledged so far survives its death. */
+  flush(): Promise<void>;
   stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
@@ -31,6 +39,8 @@ export interface AzuriteOptions {
   queuePort?: number;
   tablePort?: number;
   startTimeoutMs?: number;
+  /** Called when Azurite exits without being stopped (killed, crashed). */
+  onUnexpectedExit?: (how: string) => void;
 }
 
 export function connectionStringFor(blobPort: number, queuePort: number, tablePort: number, host = '127.0.0.1'): string {
@@ -44,19 +54,59 @@ export function connectionStringFor(blobPort: number, queuePort: number, tablePo
   ].join(';');
 }
 
+/** Whether a process is alive (signal 0 probes without signalling). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A previous Azurite on this folder (its host was killed) may still be saving: wait for it to exit,
+ * then end it if it does not. A lock naming a dead process, or one that is not Azurite's launcher
+ * (a reused pid), is stale.
+ */
+async function waitForPredecessor(location: string, log: (m: string) => void, waitMs = 30_000): Promise<void> {
+  let pid: number;
+  try {
+    pid = (JSON.parse(readFileSync(join(location, LOCK_FILE), 'utf8')) as { pid: number }).pid;
+  } catch {
+    return;
+  }
+  const ours = (): boolean => {
+    if (!alive(pid)) return false;
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('azuriteProcess');
+    } catch {
+      return true; // no /proc (macOS, Windows): trust the lock
+    }
+  };
+  if (!ours()) return;
+  log(`waiting for the storage emulator of a previous host (pid ${pid}) to save and exit`);
+  const until = Date.now() + waitMs;
+  while (Date.now() < until && ours()) await new Promise((r) => setTimeout(r, 100));
+  if (!ours()) return;
+  log(`the previous storage emulator (pid ${pid}) did not exit in ${waitMs / 1000} s; stopping it`);
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 100));
+  if (ours()) process.kill(pid, 'SIGKILL');
+}
+
 export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteInstance> {
   const ownLocation = opts.location === undefined;
   const location = opts.location ?? (await mkdtemp(join(tmpdir(), 'lakeinfer-azurite-')));
-  const script = require.resolve('azurite/dist/src/azurite.js');
+  if (!ownLocation) await waitForPredecessor(location, (m) => console.error(`lakeinfer: ${m}`));
   const args = [
-    script,
     '--blobHost', '127.0.0.1', '--blobPort', String(opts.blobPort ?? 0),
     '--queueHost', '127.0.0.1', '--queuePort', String(opts.queuePort ?? 0),
     '--tableHost', '127.0.0.1', '--tablePort', String(opts.tablePort ?? 0),
     '--location', location,
     '--disableTelemetry', '--skipApiVersionCheck', '--loose',
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = fork(join(__dirname, 'azuriteProcess.js'), args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const ports: Record<string, number> = {};
   let output = '';
 
@@ -87,11 +137,27 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
   child.stdout?.resume();
   child.stderr?.resume();
   child.removeAllListeners('exit');
+  let stopped = false;
+  child.once('exit', (code, signal) => {
+    if (!stopped) opts.onUnexpectedExit?.(signal ?? `exit code ${code}`);
+  });
+  let nextFlush = 1;
+  const flushes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  child.on('message', (m: { type?: string; id?: number; error?: string }) => {
+    const f = m.type === 'flushed' ? flushes.get(m.id!) : undefined;
+    if (!f) return;
+    flushes.delete(m.id!);
+    if (m.error) f.reject(new Error(`the storage emulator could not save its state: ${m.error}`));
+    else f.resolve();
+  });
+  child.on('exit', () => {
+    for (const f of flushes.values()) f.reject(new Error('the storage emulator exited'));
+    flushes.clear();
+  });
 
   const blobPort = ports['Blob']!;
   const queuePort = ports['Queue']!;
   const tablePort = ports['Table']!;
-  let stopped = false;
   return {
     blobPort,
     queuePort,
@@ -100,6 +166,14 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
     blobEndpoint: `http://127.0.0.1:${blobPort}/${DEV_ACCOUNT}`,
     connectionString: connectionStringFor(blobPort, queuePort, tablePort),
     process: child,
+    flush() {
+      if (child.exitCode !== null || child.signalCode !== null || !child.connected) return Promise.reject(new Error('the storage emulator is not running'));
+      return new Promise<void>((resolve, reject) => {
+        const id = nextFlush++;
+        flushes.set(id, { resolve, reject });
+        child.send({ type: 'flush', id });
+      });
+    },
     async stop(stopOpts = {}) {
       if (stopped) return;
       stopped = true;

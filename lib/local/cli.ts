@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { JobView } from '../api';
 import type { Manifest } from '../finalize';
-import { readBlob } from '../storage';
+import { maskConnectionString, readBlob } from '../storage';
 import { downloadOutputs } from './outputs';
 import { cancel, progressLine, status, submit, watch, type ApiOptions } from './client';
 import { startLocalHost } from './host';
@@ -96,9 +96,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
         ...(data ? { azuriteLocation: data } : {}),
         ...(typeof a.flags['storage'] === 'string' ? { storageConnectionString: a.flags['storage'] } : {}),
         settings: { MODELS_CONTAINER: env['MODELS_CONTAINER'] ?? 'models' },
+        onFatal: (err) => {
+          console.error(`lakeinfer: ${err.message}`);
+          process.exit(1);
+        },
       });
       out(`lakeinfer local host at ${host.url}`);
-      out(`storage: ${host.connectionString}`);
+      // Never a key on the terminal: the embedded Azurite uses its documented development account.
+      out(`storage: ${maskConnectionString(host.connectionString)}${host.azurite ? " (Azurite's development account devstoreaccount1)" : ''}`);
       out('Ctrl+C to stop');
       await new Promise<void>((r) => {
         process.once('SIGINT', r);
@@ -146,7 +151,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       }
       if (typeof a.flags['out'] === 'string') {
         const dir = resolve(a.flags['out']);
-        out(`  downloaded ${await downloadOutputs(c, v.outputs.prefix, dir)} files to ${dir}`);
+        const got = await downloadOutputs(c, v.outputs.prefix, dir);
+        out(`  downloaded ${got.files} files to ${dir}`);
+        for (const [blob, file] of got.renamed) out(`  renamed (too long for the local file system): ${blob} -> ${file}`);
       }
       return 0;
     }
@@ -158,7 +165,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       if (!cs) throw new Error('set DATA_STORAGE or --storage to read the report');
       const c = BlobServiceClient.fromConnectionString(cs).getContainerClient(v.outputs.container);
       const dir = resolve(typeof a.flags['out'] === 'string' ? a.flags['out'] : join('out', id));
-      const n = await downloadOutputs(c, v.outputs.prefix, dir);
+      const n = (await downloadOutputs(c, v.outputs.prefix, dir)).files;
       const file = join(dir, 'report.html');
       out(`downloaded ${n} files; report: ${file}`);
       if (a.flags['open']) {

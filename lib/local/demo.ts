@@ -98,7 +98,7 @@ export async function runDemo(opts: { images?: number; port?: number; outDir?: s
     if (!manifestBlob) throw new Error(`job ${jobId} ended ${done.runtimeStatus} without a manifest: ${JSON.stringify(done.output)}`);
     const manifest = JSON.parse(manifestBlob.data.toString()) as Manifest;
     const outDir = resolve(opts.outDir ?? 'out', jobId);
-    const files = await downloadOutputs(out, `runs/${jobId}/`, outDir);
+    const files = (await downloadOutputs(out, `runs/${jobId}/`, outDir)).files;
     const c = manifest.counts;
     say(`job ${jobId}: ${done.runtimeStatus} (${manifest.status}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     say(`  images ${c.images}: ${c.succeeded} succeeded, ${c.failed} failed, ${c.skipped} skipped; ${c.detections} text regions found; ${c.partitions} partitions`);

@@ -189,6 +189,11 @@ export class DurableEngine implements JobClient {
     return this.instances.get(instanceId);
   }
 
+  /** Every instance this engine holds. */
+  records(): InstanceRecord[] {
+    return [...this.instances.values()];
+  }
+
   /** Stops timers and new work; activities already running finish but are not recorded. */
   close(): void {
     this.closed = true;

@@ -7,18 +7,20 @@
  *   in storage so a restarted host finishes what a killed one started;
  * - activities on a pool of worker processes, with the orchestrator's retry options honoured.
  */
-import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
 import { BlobServiceClient } from '@azure/storage-blob';
-import type { InstanceStatus } from '../api';
 import { resetSettingsCache } from '../config';
+import { isLakeInferError } from '../errors';
+import { ORCHESTRATOR, parseOrchestratorInput } from '../orchestrator';
 import { resetDataService } from '../storage';
 import { ActivityPool } from './activityPool';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { DurableEngine, type InstanceRecord } from './durable';
+import { DURABLE_PREFIX, durableEndpoints } from './durableEndpoints';
 import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from './functionsHost';
+import { RequestError, send } from './http';
+import { httpTriggers } from './httpTriggers';
 import { InstanceStore } from './state';
 
 export interface LocalHostOptions {
@@ -37,6 +39,8 @@ export interface LocalHostOptions {
   activityOutput?: (line: string) => void;
   /** Fault injection for the reliability suite: this share of activity attempts has its process killed. */
   faults?: { activityCrashRate: number; seed?: number };
+  /** The embedded storage emulator died and could not be restarted (default: log it). */
+  onFatal?: (err: Error) => void;
 }
 
 export interface LocalHost {
@@ -48,8 +52,6 @@ export interface LocalHost {
   azurite?: AzuriteInstance;
   stop(): Promise<void>;
 }
-
-const DURABLE_PREFIX = '/runtime/webhooks/durabletask/';
 
 /** A small deterministic PRNG (mulberry32) for reproducible fault injection. */
 export function seeded(seed: number): () => number {
@@ -63,53 +65,37 @@ export function seeded(seed: number): () => number {
   };
 }
 
-function routeRegex(route: string): { re: RegExp; names: string[] } {
-  const names: string[] = [];
-  const pattern = route
-    .replace(/^\//, '')
-    .split('/')
-    .map((seg) => {
-      const m = /^\{([A-Za-z0-9_]+)(?::[^}]*)?(\?)?\}$/.exec(seg);
-      if (!m) return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-      names.push(m[1]!);
-      return m[2] ? '([^/]*)' : '([^/]+)';
-    })
-    .join('/');
-  return { re: new RegExp(`^${pattern}/?$`), names };
-}
-
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
-  res.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json; charset=utf-8', ...headers });
-  res.end(text);
-}
-
-/** The durable extension's instance status payload (what DurableClient.getStatus parses). */
-function statusPayload(s: InstanceStatus, name: string): Record<string, unknown> {
-  return {
-    name,
-    instanceId: s.instanceId,
-    runtimeStatus: s.runtimeStatus,
-    input: s.input ?? null,
-    customStatus: s.customStatus ?? null,
-    output: s.output ?? null,
-    createdTime: s.createdTime,
-    lastUpdatedTime: s.lastUpdatedTime,
-  };
-}
-
 export async function startLocalHost(opts: LocalHostOptions = {}): Promise<LocalHost> {
   const log = opts.log ?? ((m: string) => console.log(m));
+  const fatal = opts.onFatal ?? ((err: Error) => log(`lakeinfer local host: ${err.message}`));
   let azurite: AzuriteInstance | undefined;
   let cs = opts.storageConnectionString;
+  let stopping = false;
+  // Set once the engine exists: what to write again after the emulator came back.
+  let rewriteState: () => Promise<void> = async () => undefined;
   if (!cs) {
-    azurite = await startAzurite(opts.azuriteLocation ? { location: opts.azuriteLocation } : {});
+    // The emulator is a child that dies with this process (saving what it acknowledged). Should it
+    // die alone, it is restarted on the same ports and folder, and the engine's instance records,
+    // which this process holds in memory, are written again.
+    const start = (ports: { blobPort?: number; queuePort?: number; tablePort?: number } = {}): Promise<AzuriteInstance> =>
+      startAzurite({
+        ...(opts.azuriteLocation ? { location: opts.azuriteLocation } : {}),
+        ...ports,
+        onUnexpectedExit: (how) => {
+          if (stopping) return;
+          log(`lakeinfer local host: the storage emulator exited unexpectedly (${how}); restarting it`);
+          const was = azurite!;
+          start({ blobPort: was.blobPort, queuePort: was.queuePort, tablePort: was.tablePort }).then(
+            async (next) => {
+              azurite = next;
+              await rewriteState();
+              log('lakeinfer local host: the storage emulator is back');
+            },
+            (err: unknown) => fatal(new Error(`the storage emulator died and could not be restarted: ${(err as Error).message}`)),
+          );
+        },
+      });
+    azurite = await start();
     cs = azurite.connectionString;
   }
   const settings: Record<string, string> = {
@@ -139,10 +125,9 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     engine.resume(rec);
     if (rec.runtimeStatus === 'Running' || rec.runtimeStatus === 'Pending') log(`resumed ${rec.name} ${rec.instanceId}`);
   }
-
-  const http = [...functions.values()]
-    .filter((f) => f.trigger.type === 'httpTrigger')
-    .map((f) => ({ f, methods: (f.trigger.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()), ...routeRegex(String(f.trigger.route ?? f.name)) }));
+  rewriteState = async () => {
+    for (const rec of engine.records()) await store.save(rec);
+  };
 
   let baseUrl = '';
   const clientData = (): Record<string, unknown> => ({
@@ -155,74 +140,36 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     httpBaseUrl: `${baseUrl}${DURABLE_PREFIX}`,
   });
 
-  async function durable(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const path = url.pathname.slice(DURABLE_PREFIX.length);
-    let m = /^orchestrators\/([^/]+)(?:\/([^/]+))?$/.exec(path);
-    if (m && req.method === 'POST') {
-      const name = decodeURIComponent(m[1]!);
-      const id = m[2] ? decodeURIComponent(m[2]) : randomUUID().replace(/-/g, '');
-      const text = (await readBody(req)).toString('utf8');
-      const existing = await engine.status(id);
-      if (existing && ['Running', 'Pending'].includes(existing.runtimeStatus)) return send(res, 409, { message: `an instance with ID '${id}' already exists` });
-      await engine.start(name, id, text === '' ? null : JSON.parse(text));
-      return send(res, 202, { id, statusQueryGetUri: `${baseUrl}${DURABLE_PREFIX}instances/${id}` });
-    }
-    m = /^instances\/([^/]+)\/terminate$/.exec(path);
-    if (m && req.method === 'POST') {
-      const id = decodeURIComponent(m[1]!);
-      const s = await engine.status(id);
-      if (!s) return send(res, 404, { message: `no instance '${id}'` });
-      if (!['Running', 'Pending'].includes(s.runtimeStatus)) return send(res, 410, { message: `instance '${id}' is ${s.runtimeStatus}` });
-      await engine.terminate(id, url.searchParams.get('reason') ?? '');
-      return send(res, 202, undefined);
-    }
-    m = /^instances\/([^/]+)$/.exec(path);
-    if (m && req.method === 'GET') {
-      const id = decodeURIComponent(m[1]!);
-      const s = await engine.status(id);
-      if (!s) return send(res, 404, { message: `no instance '${id}'` });
-      const payload = statusPayload(s, engine.record(id)?.name ?? '');
-      if (url.searchParams.get('showInput') !== 'true') payload['input'] = null;
-      return send(res, ['Running', 'Pending'].includes(s.runtimeStatus) ? 202 : 200, payload);
-    }
-    return send(res, 404, { message: `no durable endpoint ${req.method} ${url.pathname}` });
-  }
-
-  async function api(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const rel = url.pathname.slice('/api/'.length);
-    for (const h of http) {
-      const m = h.re.exec(rel);
-      if (!m) continue;
-      if (!h.methods.includes(req.method ?? 'GET')) continue;
-      const params: Record<string, string> = {};
-      h.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1] ?? '')));
-      const body = await readBody(req);
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
-      const request = new HttpRequest({ method: req.method ?? 'GET', url: url.href, headers, params, query: Object.fromEntries(url.searchParams), ...(body.length ? { body: { bytes: body } } : {}) });
-      const extraInputs = Object.entries(h.f.bindings)
-        .filter(([, b]) => b.direction === 'in' && !/trigger$/i.test(b.type))
-        .map(([name, b]) => ({ ...b, name }));
-      const context = new InvocationContext({
-        invocationId: randomUUID(),
-        functionName: h.f.name,
-        logHandler: (level, ...args) => log(`[${h.f.name}] ${level}: ${args.join(' ')}`),
-        options: { trigger: { ...h.f.trigger, type: h.f.trigger.type }, extraInputs, extraOutputs: [] },
-      });
-      for (const b of extraInputs) if (b.type === 'durableClient' || b.type === 'orchestrationClient') context.extraInputs.set(b.name, clientData());
-      const out = (await h.f.handler(request, context)) as HttpResponseInit | undefined;
-      const hdrs: Record<string, string> = {};
-      if (out?.headers) for (const [k, v] of Object.entries(out.headers as Record<string, string>)) hdrs[k] = String(v);
-      if (out?.jsonBody !== undefined) return send(res, out.status ?? 200, out.jsonBody, hdrs);
-      return send(res, out?.status ?? 200, typeof out?.body === 'string' ? out.body : '', hdrs);
-    }
-    return send(res, 404, { error: { code: 'NotFound', message: `no function serves ${req.method} ${url.pathname}` } });
-  }
+  // In --data mode what is acknowledged must survive this process's death: the emulator saves its
+  // metadata before a job start or cancel is answered (its own shutdown covers everything else).
+  const persistent = azurite !== undefined && opts.azuriteLocation !== undefined;
+  const durable = durableEndpoints(engine, () => baseUrl, {
+    validate: (name, input) => {
+      if (name !== ORCHESTRATOR) return;
+      try {
+        parseOrchestratorInput(input);
+      } catch (err) {
+        if (isLakeInferError(err)) throw new RequestError(400, err.code, err.message, err.target);
+        throw err;
+      }
+    },
+    ...(persistent ? { beforeAcknowledge: () => azurite!.flush() } : {}),
+  });
+  const api = httpTriggers(functions, clientData, log);
 
   const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', baseUrl || 'http://127.0.0.1');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', baseUrl || 'http://127.0.0.1');
+    } catch {
+      return send(res, 400, { error: { code: 'InvalidRequest', message: 'malformed request URL' } });
+    }
     const work = url.pathname.startsWith(DURABLE_PREFIX) ? durable(req, res, url) : url.pathname.startsWith('/api/') ? api(req, res, url) : Promise.resolve(send(res, 404, { message: 'not found' }));
     work.catch((err: unknown) => {
+      if (err instanceof RequestError) {
+        if (!res.headersSent) send(res, err.status, err.body(), err.status === 413 ? { connection: 'close' } : {});
+        return;
+      }
       log(`error serving ${req.method} ${url.pathname}: ${(err as Error).stack ?? err}`);
       if (!res.headersSent) send(res, 500, { error: { code: 'Internal', message: (err as Error).message } });
     });
@@ -241,6 +188,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     functions,
     ...(azurite ? { azurite } : {}),
     async stop() {
+      stopping = true;
       engine.close();
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections?.();

@@ -10,7 +10,7 @@ import type { ImageMeta } from './adapters';
 import type { ImageInference } from './postprocess';
 import type { Prepared } from './preprocess';
 import type { InferParams, ModelSpec } from './spec';
-import type { ErrorMessage, ReadyMessage, ResultMessage, RunMessage, WorkerInit } from './worker';
+import type { ErrorMessage, ProbedMessage, ProbeMessage, ReadyMessage, ResultMessage, RunMessage, WorkerInit } from './worker';
 
 export interface EngineOptions {
   workers: number;
@@ -52,6 +52,7 @@ export class InferenceEngine {
   private readonly queue: Pending[] = [];
   private closed = false;
   private nextId = 1;
+  private readonly probes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   /** Batches run so far and images in them (for tests and stats). */
   readonly stats = { batches: 0, images: 0, maxBatchSeen: 0 };
 
@@ -105,7 +106,7 @@ export class InferenceEngine {
   private adopt(worker: Worker): void {
     const slot: Slot = { worker, busy: undefined, runId: 0 };
     this.slots.push(slot);
-    worker.on('message', (msg: ResultMessage | ErrorMessage) => this.onMessage(slot, msg));
+    worker.on('message', (msg: ResultMessage | ErrorMessage | ProbedMessage) => this.onMessage(slot, msg));
     worker.on('error', (err) => this.onCrash(slot, err));
     worker.on('exit', (code) => {
       if (!this.closed) this.onCrash(slot, new Error(`inference worker exited with code ${code}`));
@@ -156,7 +157,29 @@ export class InferenceEngine {
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
   }
 
-  private onMessage(slot: Slot, msg: ResultMessage | ErrorMessage): void {
+  /**
+   * Plan-time check that the model and its model.json work together: one inference on a plain grey
+   * image must give finite outputs with the shapes and class count the adapter needs, and the
+   * adapter must accept them. Throws ModelInvalid saying what is wrong.
+   */
+  validate(): Promise<void> {
+    const slot = this.slots[0];
+    if (this.closed || !slot) return Promise.reject(new LakeInferError('InferenceFailed', 'inference engine is closed', { retryable: true }));
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.probes.set(id, { resolve, reject });
+      slot.worker.postMessage({ type: 'probe', id } satisfies ProbeMessage);
+    });
+  }
+
+  private onMessage(slot: Slot, msg: ResultMessage | ErrorMessage | ProbedMessage): void {
+    if (msg.type === 'probed') {
+      const p = this.probes.get(msg.id);
+      this.probes.delete(msg.id);
+      if (msg.error) p?.reject(new LakeInferError('ModelInvalid', `model check failed: ${msg.error}`, { target: 'model.name' }));
+      else p?.resolve();
+      return;
+    }
     const batch = slot.busy;
     if (!batch || msg.id !== slot.runId) return;
     slot.busy = undefined;
@@ -168,7 +191,7 @@ export class InferenceEngine {
       batch.forEach((p, i) => {
         const o = msg.outcomes[i]!;
         if (o.ok) p.resolve({ result: o.result, runMs: msg.runMs / n, postMs: msg.postMs / n, batch: n });
-        else p.reject(new LakeInferError('InferenceFailed', `postprocessing failed: ${o.message}`));
+        else p.reject(o.code ? new LakeInferError(o.code, o.message) : new LakeInferError('InferenceFailed', `postprocessing failed: ${o.message}`));
       });
     }
     this.dispatch();
@@ -198,6 +221,8 @@ export class InferenceEngine {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const p of this.probes.values()) p.reject(new LakeInferError('InferenceFailed', 'inference engine closed', { retryable: true }));
+    this.probes.clear();
     const q = this.queue.splice(0);
     for (const p of q) p.reject(new LakeInferError('InferenceFailed', 'inference engine closed', { retryable: true }));
     await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate()));

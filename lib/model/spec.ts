@@ -3,6 +3,7 @@
  */
 import { z } from 'zod';
 import { LakeInferError } from '../errors';
+import { zodPath } from '../fieldPath';
 
 export const ADAPTERS = ['yolact', 'yolov8-seg', 'classification', 'text-detection'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
@@ -96,9 +97,6 @@ export const InferParamsSchema = z
   .strict();
 export type InferParams = z.infer<typeof InferParamsSchema>;
 
-export function zodPath(path: readonly PropertyKey[]): string {
-  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
-}
 
 export function parseModelSpec(json: unknown, where = 'model.json'): ModelSpec {
   const r = ModelSpecSchema.superRefine((m, ctx) => {

@@ -4,7 +4,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { ADAPTER_IMPLS, type ImageMeta } from './adapters';
+import { ADAPTER_IMPLS, CLASS_COUNT, type ImageMeta } from './adapters';
+import { normalizer } from './preprocess';
 import { outputsByRole, resolveRoles, type Roles, type Shapes } from './adapters/roles';
 import type { ImageInference, TensorView } from './postprocess';
 import type { InferParams, ModelSpec } from './spec';
@@ -35,7 +36,19 @@ export interface RunMessage {
   params: InferParams;
 }
 
-export type ImageOutcome = { ok: true; result: ImageInference } | { ok: false; message: string };
+export type ImageOutcome = { ok: true; result: ImageInference } | { ok: false; message: string; code?: 'ModelOutputInvalid' };
+
+/** Plan-time check: one inference on a plain grey image (see InferenceEngine.validate). */
+export interface ProbeMessage {
+  type: 'probe';
+  id: number;
+}
+
+export interface ProbedMessage {
+  type: 'probed';
+  id: number;
+  error?: string;
+}
 
 export interface ResultMessage {
   type: 'result';
@@ -85,7 +98,58 @@ async function main(): Promise<void> {
   port.postMessage({ type: 'ready', inputName, inputShape, outputNames: [...session.outputNames], ...(roles ? { roles } : {}) } satisfies ReadyMessage);
   const adapter = ADAPTER_IMPLS[init.spec.adapter];
 
-  port.on('message', async (msg: RunMessage) => {
+  /** Outputs of image b that are NaN or infinite: such outputs are no result. */
+  const nonFinite = (outputs: Record<string, TensorView>, b: number, n: number): string | undefined => {
+    for (const [role, t] of Object.entries(outputs)) {
+      const per = t.dims[0] === n && t.dims.length > 1 ? t.data.length / n : t.data.length;
+      const from = per === t.data.length ? 0 : b * per;
+      for (let i = from; i < from + per; i++) if (!Number.isFinite(t.data[i]!)) return `the model's '${role}' output has NaN or infinite values for this image`;
+    }
+    return undefined;
+  };
+
+  /** The grey image the probe feeds: the model's own size where fixed, else model.json's (64 px for fit32). */
+  const probe = async (): Promise<void> => {
+    const dim = (d: number | string | undefined, fallback: number): number => (typeof d === 'number' && d > 0 ? d : fallback);
+    const fit = init.spec.input.resize === 'fit32';
+    const h = dim(inputShape[2], fit ? 64 : init.spec.input.height);
+    const w = dim(inputShape[3], fit ? 64 : init.spec.input.width);
+    const n = dim(inputShape[0], 1);
+    const norm = normalizer(init.spec.input);
+    const data = new Float32Array(n * 3 * h * w);
+    for (let c = 0; c < 3; c++) {
+      const v = norm(c, init.spec.input.pad);
+      if (!Number.isFinite(v)) throw new Error(`model.json input normalisation gives ${v} for channel ${c} (check scale, divisor, mean and std)`);
+      for (let b = 0; b < n; b++) data.fill(v, (b * 3 + c) * h * w, (b * 3 + c + 1) * h * w);
+    }
+    const results = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, 3, h, w]) });
+    const resolved = outputsByRole(init.spec.adapter, init.spec, results, roles);
+    roles = resolved.roles;
+    const outputs: Record<string, TensorView> = {};
+    for (const [role, t] of Object.entries(resolved.outputs)) {
+      if (t.type !== 'float32') throw new Error(`output '${roles[role]}' (${role}) is ${t.type}, expected float32`);
+      outputs[role] = { data: t.data as Float32Array, dims: [...t.dims] };
+    }
+    const bad = nonFinite(outputs, 0, n);
+    if (bad) throw new Error(`on a plain grey image ${bad}`);
+    const classes = CLASS_COUNT[init.spec.adapter](outputs);
+    if (init.spec.labels.length > 0 && init.spec.labels.length !== classes) {
+      throw new Error(`model.json lists ${init.spec.labels.length} labels but the model scores ${classes} classes${init.spec.adapter === 'yolact' ? ' (besides background)' : ''}`);
+    }
+    const meta: ImageMeta = { width: w, height: h, transform: { scaleX: 1, scaleY: 1, padX: 0, padY: 0, inW: w, inH: h } };
+    adapter(outputs, 0, meta, init.spec, {});
+  };
+
+  port.on('message', async (msg: RunMessage | ProbeMessage) => {
+    if (msg.type === 'probe') {
+      try {
+        await probe();
+        port.postMessage({ type: 'probed', id: msg.id } satisfies ProbedMessage);
+      } catch (err) {
+        port.postMessage({ type: 'probed', id: msg.id, error: (err as Error).message } satisfies ProbedMessage);
+      }
+      return;
+    }
     try {
       const t0 = performance.now();
       const feeds = { [inputName]: new ort.Tensor('float32', msg.batch, [msg.n, 3, msg.h, msg.w]) };
@@ -100,6 +164,8 @@ async function main(): Promise<void> {
         outputs[role] = { data: t.data as Float32Array, dims: [...t.dims] };
       }
       const outcomes: ImageOutcome[] = msg.metas.map((m, b) => {
+        const bad = nonFinite(outputs, b, msg.n);
+        if (bad) return { ok: false, message: bad, code: 'ModelOutputInvalid' };
         try {
           return { ok: true, result: adapter(outputs, b, m, init.spec, msg.params) };
         } catch (err) {

@@ -1,0 +1,66 @@
+/**
+ * Azurite's own command-line entry, run in a child process of the local host (forked, with an IPC
+ * channel) and tied to the host's life:
+ * - Azurite keeps its metadata in memory (LokiJS) and saves it every 5 s. When the host dies, by
+ *   kill -9 too, the IPC channel closes and Azurite shuts down gracefully here, saving everything
+ *   it acknowledged, then exits: no orphan keeps the data folder.
+ * - A { type: 'flush', id } message saves every metadata database now and answers
+ *   { type: 'flushed', id }: the host flushes before it acknowledges a job.
+ * - A lock file in the data folder names this process while it runs, so that a restarted host can
+ *   wait for a shutting-down predecessor instead of opening the folder twice.
+ * Arguments are Azurite's own.
+ */
+import { rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { LOCK_FILE } from './azuriteLock';
+
+interface LokiDb {
+  saveDatabase(callback: (err?: unknown) => void): void;
+}
+
+const azuriteRoot = dirname(require.resolve('azurite/package.json'));
+const lokiPath = require.resolve('lokijs', { paths: [azuriteRoot] });
+
+// Every LokiJS database Azurite opens is remembered (a subclass put in place of the module before
+// Azurite loads it), so that 'flush' can save them all.
+const databases = new Set<LokiDb>();
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const Loki = require(lokiPath) as new (...args: unknown[]) => LokiDb;
+class TrackedLoki extends Loki {
+  constructor(...args: unknown[]) {
+    super(...args);
+    databases.add(this);
+  }
+}
+require.cache[lokiPath]!.exports = TrackedLoki;
+
+const location = process.argv[process.argv.indexOf('--location') + 1];
+const lock = location ? join(location, LOCK_FILE) : undefined;
+if (lock) writeFileSync(lock, JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }));
+process.on('exit', () => {
+  if (lock) rmSync(lock, { force: true });
+});
+
+function flush(): Promise<void> {
+  return Promise.all([...databases].map((db) => new Promise<void>((resolve, reject) => db.saveDatabase((err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()))))).then(() => undefined);
+}
+
+process.on('message', (msg: { type?: string; id?: number }) => {
+  if (msg?.type !== 'flush') return;
+  flush().then(
+    () => process.send?.({ type: 'flushed', id: msg.id }),
+    (err: unknown) => process.send?.({ type: 'flushed', id: msg.id, error: (err as Error).message }),
+  );
+});
+// Once the parent is gone its end of the stdout/stderr pipes is too: Azurite's shutdown messages
+// must not kill the process (EPIPE) before it has saved.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+// The parent is gone (exited or killed): shut down as on Ctrl+C, which saves the metadata. A
+// watchdog ends the process should anything keep it alive once the servers are closed.
+process.on('disconnect', () => {
+  process.kill(process.pid, 'SIGTERM');
+  setTimeout(() => process.exit(0), 60_000).unref();
+});
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+require(join(azuriteRoot, 'dist', 'src', 'azurite.js'));

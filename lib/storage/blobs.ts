@@ -1,0 +1,80 @@
+/**
+ * Reading and writing whole blobs: bytes, JSON, with content types and conditional writes.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import { LakeInferError, restErrorCode, restStatus } from '../errors';
+import { storageError } from './clients';
+import { normalizeEtag } from './listing';
+import { assertAddressable, contentTypeFor } from './names';
+
+export async function ensureContainer(container: ContainerClient): Promise<void> {
+  try {
+    await container.createIfNotExists();
+  } catch (err) {
+    throw storageError(err, 'creating container', container.containerName);
+  }
+}
+
+export interface WriteOptions {
+  contentType?: string;
+  metadata?: Record<string, string>;
+  /** Only write when no blob exists with this name (returns false instead of overwriting). */
+  ifNotExists?: boolean;
+}
+
+/** Writes a whole blob with its content type. Returns false when ifNotExists and the blob already existed. */
+export async function writeBlob(container: ContainerClient, name: string, body: string | Buffer, opts: WriteOptions = {}): Promise<boolean> {
+  assertAddressable(name);
+  const data = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  try {
+    await container.getBlockBlobClient(name).uploadData(data, {
+      blobHTTPHeaders: { blobContentType: opts.contentType ?? contentTypeFor(name) },
+      ...(opts.metadata ? { metadata: opts.metadata } : {}),
+      ...(opts.ifNotExists ? { conditions: { ifNoneMatch: '*' } } : {}),
+    });
+    return true;
+  } catch (err) {
+    if (opts.ifNotExists && (restStatus(err) === 409 || restStatus(err) === 412)) return false;
+    throw storageError(err, 'writing blob', `${container.containerName}/${name}`);
+  }
+}
+
+export async function writeJson(container: ContainerClient, name: string, value: unknown, opts: WriteOptions = {}): Promise<boolean> {
+  return writeBlob(container, name, JSON.stringify(value), opts);
+}
+
+/** Reads a download stream into one buffer; undefined as soon as it passes `maxBytes`. */
+export async function collectStream(body: NodeJS.ReadableStream, maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > maxBytes) return undefined;
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/** Downloads a whole blob with its ETag, in one request; undefined when it does not exist. */
+export async function readBlob(container: ContainerClient, name: string): Promise<{ data: Buffer; etag: string } | undefined> {
+  assertAddressable(name);
+  try {
+    const res = await container.getBlobClient(name).download();
+    return { data: (await collectStream(res.readableStreamBody!))!, etag: normalizeEtag(res.etag) };
+  } catch (err) {
+    if (restStatus(err) === 404 && restErrorCode(err) !== 'ContainerNotFound') return undefined;
+    throw storageError(err, 'reading blob', `${container.containerName}/${name}`);
+  }
+}
+
+export async function readJson<T>(container: ContainerClient, name: string): Promise<T | undefined> {
+  const got = await readBlob(container, name);
+  if (got === undefined) return undefined;
+  try {
+    return JSON.parse(got.data.toString('utf8')) as T;
+  } catch (err) {
+    throw new LakeInferError('PlanInvalid', `blob '${container.containerName}/${name}' is not valid JSON`, { cause: err });
+  }
+}
+

@@ -1,0 +1,10 @@
+/**
+ * Data storage, by concern: clients, listing, names, blob I/O, plan files. Works on Blob accounts,
+ * ADLS Gen2 accounts (through their Blob endpoint) and Azurite alike.
+ */
+export * from './clients';
+export * from './listing';
+export * from './names';
+export * from './blobs';
+export * from './plan';
+export { mapLimit } from '../concurrency';

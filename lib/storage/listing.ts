@@ -1,0 +1,79 @@
+/**
+ * Listing a container page by page, filtered by prefix and extension, as ETag-normalised references.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import { storageError } from './clients';
+
+export interface BlobRef {
+  name: string;
+  etag: string;
+  size: number;
+}
+
+export interface ListOptions {
+  prefix?: string;
+  /** Lower-case extensions with the dot, e.g. ['.jpg']; matched case-insensitively. Empty: all blobs. */
+  extensions?: readonly string[];
+  /** Stop after this many matching blobs. */
+  maxItems?: number;
+  /** Page size asked of the service (it may return fewer; Azure caps at 5000). */
+  pageSize?: number;
+  continuationToken?: string;
+}
+
+export interface BlobPage {
+  items: BlobRef[];
+  /** Token to resume listing after this page; undefined on the last page. */
+  continuationToken: string | undefined;
+}
+
+/** ETags without surrounding quotes: listings and downloads quote them differently. */
+export function normalizeEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/^"(.*)"$/, '$1');
+}
+
+export function matchesExtension(name: string, extensions: readonly string[] | undefined): boolean {
+  if (extensions === undefined || extensions.length === 0) return true;
+  const lower = name.toLowerCase();
+  return extensions.some((e) => lower.endsWith(e.toLowerCase()));
+}
+
+/**
+ * Lists a container page by page, filtered by prefix and extension. Directory placeholders of
+ * hierarchical-namespace accounts (metadata hdi_isfolder) are skipped.
+ */
+export async function* listBlobPages(container: ContainerClient, opts: ListOptions = {}): AsyncGenerator<BlobPage> {
+  const max = opts.maxItems ?? Number.POSITIVE_INFINITY;
+  let seen = 0;
+  const iter = container
+    .listBlobsFlat({ prefix: opts.prefix ?? '', includeMetadata: true })
+    .byPage({ maxPageSize: opts.pageSize ?? 5000, ...(opts.continuationToken ? { continuationToken: opts.continuationToken } : {}) });
+  while (seen < max) {
+    let next;
+    try {
+      next = await iter.next();
+    } catch (err) {
+      throw storageError(err, 'listing blobs', container.containerName);
+    }
+    if (next.done) return;
+    const page = next.value;
+    const items: BlobRef[] = [];
+    for (const b of page.segment.blobItems) {
+      if (b.metadata?.['hdi_isfolder'] === 'true' || b.name.endsWith('/')) continue;
+      if (!matchesExtension(b.name, opts.extensions)) continue;
+      items.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0 });
+      if (++seen >= max) break;
+    }
+    const token = page.continuationToken === '' ? undefined : page.continuationToken;
+    yield { items, continuationToken: seen >= max ? undefined : token };
+    if (token === undefined) return;
+  }
+}
+
+/** Convenience for small containers and tests: every matching blob. */
+export async function listAllBlobs(container: ContainerClient, opts: ListOptions = {}): Promise<BlobRef[]> {
+  const all: BlobRef[] = [];
+  for await (const page of listBlobPages(container, opts)) all.push(...page.items);
+  return all;
+}
+

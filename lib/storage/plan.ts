@@ -1,0 +1,97 @@
+/**
+ * Plan files: <jobPrefix>_plan/<n>.json per partition, then _plan/index.json as the commit marker.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import { LakeInferError } from '../errors';
+import { partitionStream } from '../orchestration';
+import { readJson, writeJson } from './blobs';
+import { listBlobPages, type BlobRef, type ListOptions } from './listing';
+
+export interface PlanPartition {
+  jobId: string;
+  n: number;
+  blobs: BlobRef[];
+}
+
+export interface PlanIndex {
+  jobId: string;
+  inputContainer: string;
+  partitions: number;
+  total: number;
+  bytes: number;
+  partitionSize: number;
+  /** The model version every partition of this plan runs (see lib/model/cache.ts). */
+  model: { name: string; etag: string; jsonEtag: string };
+}
+
+export function planBlobName(prefix: string, n: number): string {
+  return `${prefix}_plan/${n}.json`;
+}
+export function planIndexName(prefix: string): string {
+  return `${prefix}_plan/index.json`;
+}
+
+export interface WritePlanOptions extends ListOptions {
+  jobId: string;
+  jobPrefix: string;
+  partitionSize: number;
+  model: PlanIndex['model'];
+  /** Blobs never planned: the job's own folder when it shares the input's container. */
+  exclude?: { container: string; prefix: string };
+  /** Plan files written concurrently while listing goes on. */
+  concurrency?: number;
+}
+
+/**
+ * Lists the input container and writes one plan file per partition, streaming: memory holds one
+ * partition and a few uploads, whatever the container's size. index.json is written last, so a
+ * plan with an index is complete and a resumed job reuses it instead of listing again.
+ */
+export async function writePlan(input: ContainerClient, output: ContainerClient, opts: WritePlanOptions): Promise<PlanIndex> {
+  const existing = await readJson<PlanIndex>(output, planIndexName(opts.jobPrefix));
+  if (existing !== undefined) return existing;
+
+  const skip = opts.exclude?.container === input.containerName ? opts.exclude.prefix : undefined;
+  const pages = (async function* () {
+    for await (const page of listBlobPages(input, opts)) yield skip === undefined ? page.items : page.items.filter((b) => !b.name.startsWith(skip));
+  })();
+  const inFlight = new Set<Promise<unknown>>();
+  const limit = opts.concurrency ?? 8;
+  let failure: { err: unknown } | undefined;
+  let n = 0;
+  let total = 0;
+  let bytes = 0;
+  for await (const blobs of partitionStream(pages, opts.partitionSize)) {
+    if (failure) break;
+    const part: PlanPartition = { jobId: opts.jobId, n, blobs };
+    total += blobs.length;
+    bytes += blobs.reduce((s, b) => s + b.size, 0);
+    const p: Promise<unknown> = writeJson(output, planBlobName(opts.jobPrefix, n), part)
+      .catch((err: unknown) => {
+        failure ??= { err };
+      })
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    n++;
+    if (inFlight.size >= limit) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+  if (failure) throw failure.err;
+  const index: PlanIndex = { jobId: opts.jobId, inputContainer: input.containerName, partitions: n, total, bytes, partitionSize: opts.partitionSize, model: opts.model };
+  await writeJson(output, planIndexName(opts.jobPrefix), index);
+  return index;
+}
+
+export async function readPlan(output: ContainerClient, prefix: string, n: number): Promise<PlanPartition> {
+  const plan = await readJson<PlanPartition>(output, planBlobName(prefix, n));
+  if (plan === undefined) {
+    throw new LakeInferError('PlanInvalid', `plan file ${planBlobName(prefix, n)} is missing from container '${output.containerName}'`, {
+      target: planBlobName(prefix, n),
+    });
+  }
+  if (plan.n !== n || !Array.isArray(plan.blobs)) {
+    throw new LakeInferError('PlanInvalid', `plan file ${planBlobName(prefix, n)} is malformed`, { target: planBlobName(prefix, n) });
+  }
+  return plan;
+}
+
