@@ -172,8 +172,9 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
 export function parseJobSpec(value: unknown, where = 'job'): JobSpec {
   const r = JobSpecSchema.safeParse(value);
   if (!r.success) {
-    const e = firstIssue(r.error, 'InvalidRequest', `${where}: `);
-    throw new LakeInferError(e.code, e.message, { target: `${where}.${e.target}` });
+    const e = firstIssue(r.error, 'InvalidRequest', '');
+    const field = `${where}.${e.target}`;
+    throw new LakeInferError(e.code, e.message.replace(`field '${e.target}'`, `field '${field}'`), { target: field });
   }
   return r.data as JobSpec;
 }

@@ -121,7 +121,7 @@ export function renderReport(d: ReportData): string {
 <title>lakeinfer job ${esc(m.jobId)}</title>
 <style>
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2937;background:#f8fafc}
-header{padding:20px 28px;background:${ok ? '#065f46' : '#7f1d1d'};color:#fff}
+header{padding:20px 28px;background:${ok ? '#065f46' : m.status === 'cancelled' ? '#4b5563' : '#7f1d1d'};color:#fff}
 header h1{margin:0 0 4px;font-size:22px} header .sub{opacity:.85}
 main{padding:20px 28px;max-width:1280px}
 section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px 20px;margin:0 0 18px}
@@ -141,7 +141,7 @@ table{border-collapse:collapse;width:100%;font-size:12px} td,th{border-bottom:1p
 pre{background:#f3f4f6;padding:10px;border-radius:6px;overflow:auto;font-size:12px}
 </style></head>
 <body>
-<header><h1>Job ${esc(m.jobId)}: ${ok ? 'succeeded' : 'failed'}</h1>
+<header><h1>Job ${esc(m.jobId)}: ${esc(m.status)}</h1>
 <div class="sub">model <b>${esc(m.model.name)}</b> · ${esc(m.input.container)}/${esc(m.input.prefix)} → ${esc(m.output.container)}/${esc(m.output.jobPrefix)} · ${esc(m.startedAt)} – ${esc(m.endedAt)}</div></header>
 <main>
 <section><h2>Summary</h2><div class="cards">

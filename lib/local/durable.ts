@@ -194,6 +194,25 @@ export class DurableEngine implements JobClient {
     return [...this.instances.values()];
   }
 
+  /**
+   * Replaces every instance with the given records (what storage holds after the storage emulator
+   * came back from a crash, older than memory): work in flight for the replaced records is dropped
+   * and each instance goes on from its saved state, so orchestration state and data agree again.
+   */
+  reload(records: InstanceRecord[]): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.queue.splice(0);
+    this.instances.clear();
+    this.inbox.clear();
+    for (const rec of records) this.resume(rec);
+  }
+
+  /** Whether rec is the record this engine holds for its instance (not one replaced by reload). */
+  private current(rec: InstanceRecord): boolean {
+    return this.instances.get(rec.instanceId) === rec;
+  }
+
   /** Stops timers and new work; activities already running finish but are not recorded. */
   close(): void {
     this.closed = true;
@@ -205,7 +224,7 @@ export class DurableEngine implements JobClient {
   // ----- the loop ------------------------------------------------------------------------------
 
   private deliver(rec: InstanceRecord, ev: HistoryEvent, execution = rec.execution): void {
-    if (this.closed || execution !== rec.execution || !isActive(rec.runtimeStatus)) return;
+    if (this.closed || execution !== rec.execution || !isActive(rec.runtimeStatus) || !this.current(rec)) return;
     this.inbox.get(rec.instanceId)!.push(ev);
     void this.pump(rec);
   }
@@ -352,7 +371,7 @@ export class DurableEngine implements JobClient {
       } catch (err) {
         error = err instanceof Error ? err : new Error(String(err));
       }
-      if (execution !== rec.execution || this.closed) return;
+      if (execution !== rec.execution || this.closed || !this.current(rec)) return;
       const now = new Date().toISOString();
       if (!error) {
         delete rec.retries[id];
@@ -420,6 +439,8 @@ export class DurableEngine implements JobClient {
   }
 
   private async changed(rec: InstanceRecord): Promise<void> {
+    // A record replaced by reload must not overwrite the state it was replaced with.
+    if (!this.current(rec)) return;
     await this.opts.onChange?.(rec);
   }
 

@@ -71,12 +71,13 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   let azurite: AzuriteInstance | undefined;
   let cs = opts.storageConnectionString;
   let stopping = false;
-  // Set once the engine exists: what to write again after the emulator came back.
-  let rewriteState: () => Promise<void> = async () => undefined;
+  // Set once the engine exists: what to do once the emulator came back.
+  let reloadState: () => Promise<void> = async () => undefined;
   if (!cs) {
     // The emulator is a child that dies with this process (saving what it acknowledged). Should it
-    // die alone, it is restarted on the same ports and folder, and the engine's instance records,
-    // which this process holds in memory, are written again.
+    // die alone, it loses what it had not saved yet (it saves every 5 s and before each job start or
+    // cancel is acknowledged): it is restarted on the same ports and folder, and the engine goes
+    // back to the instance records it saved, so that each job replays from a state its data agrees with.
     const start = (ports: { blobPort?: number; queuePort?: number; tablePort?: number } = {}): Promise<AzuriteInstance> =>
       startAzurite({
         ...(opts.azuriteLocation ? { location: opts.azuriteLocation } : {}),
@@ -88,7 +89,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
           start({ blobPort: was.blobPort, queuePort: was.queuePort, tablePort: was.tablePort }).then(
             async (next) => {
               azurite = next;
-              await rewriteState();
+              await reloadState();
               log('lakeinfer local host: the storage emulator is back');
             },
             (err: unknown) => fatal(new Error(`the storage emulator died and could not be restarted: ${(err as Error).message}`)),
@@ -125,8 +126,9 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     engine.resume(rec);
     if (rec.runtimeStatus === 'Running' || rec.runtimeStatus === 'Pending') log(`resumed ${rec.name} ${rec.instanceId}`);
   }
-  rewriteState = async () => {
-    for (const rec of engine.records()) await store.save(rec);
+  reloadState = async () => {
+    await store.init();
+    engine.reload(await store.loadAll());
   };
 
   let baseUrl = '';
@@ -186,7 +188,10 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     engine,
     pool,
     functions,
-    ...(azurite ? { azurite } : {}),
+    /** The embedded emulator now (a new instance after a restart). */
+    get azurite() {
+      return azurite;
+    },
     async stop() {
       stopping = true;
       engine.close();

@@ -135,3 +135,18 @@ export function softmax(xs: number[]): number[] {
   const s = e.reduce((a, b) => a + b, 0);
   return e.map((v) => v / s);
 }
+
+/**
+ * The classifier above, except that its logits are log(mean colour - 0.2): finite for the plain grey
+ * a plan-time probe feeds (114/255), NaN for images darker than 0.2 on average in some channel.
+ */
+export function nanForDarkFixture(): Uint8Array {
+  const g = new GraphBuilder();
+  const x = g.input('pixel_values', ['batch', 3, 8, 8]);
+  const pooled = g.node('Flatten', [g.node('GlobalAveragePool', [x])], { axis: { i: 1 } });
+  const logged = g.node('Log', [g.node('Sub', [pooled, g.const([0.2], [1])])]);
+  const W = [4, 0, 0, 1, 0, 4, 0, 1, 0, 0, 4, 1];
+  g.node('Add', [g.node('MatMul', [logged, g.const(W, [3, 4])]), g.const([0, 0, 0, -1], [4])], {}, 'logits');
+  g.output('logits', ['batch', 4]);
+  return g.build();
+}
