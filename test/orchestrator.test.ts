@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvocationContext } from '@azure/functions';
-import { DurableEngine } from '../lib/local/durable';
+import { DurableEngine, ORCHESTRATION_BINDING } from '../lib/local/durable';
 import type { RegisteredFunction } from '../lib/local/functionsHost';
 import { parseJobRequest } from '../lib/jobs';
 import { MAX_LISTED_FAILURES, type JobState } from '../lib/orchestrator';
@@ -23,15 +23,32 @@ const started = (): Ev[] => [
   { EventType: 0, EventId: -1, IsPlayed: false, Timestamp: T0, Name: 'inferenceJob', Input: '' },
 ];
 
+interface Act {
+  actionType: number;
+  functionName: string;
+  input: unknown;
+  retryOptions?: { maxNumberOfAttempts: number; firstRetryIntervalInMilliseconds: number };
+  compoundActions?: Act[];
+}
+
 interface State {
   isDone: boolean;
-  actions: { actionType: number; functionName: string; input: unknown; retryOptions?: { maxNumberOfAttempts: number; firstRetryIntervalInMilliseconds: number } }[][];
+  actions: Act[][];
   customStatus?: { phase: string; partitions: { total: number; done: number } };
   output?: unknown;
 }
 
+/** V3's one action list with compound actions (WhenAll 12, WhenAny 11) expanded into the calls they hold. */
+function calls(s: State): Act[] {
+  const out: Act[] = [];
+  const walk = (a: Act): void => (a.compoundActions ? a.compoundActions.forEach(walk) : void out.push(a));
+  s.actions.flat().forEach(walk);
+  return out;
+}
+
 async function replay(history: Ev[], input: unknown = { job, options }): Promise<State> {
-  const binding = { history, input, instanceId: 'j1', isReplaying: false, parentInstanceId: '', upperSchemaVersion: 0 };
+  // The binding data the Durable extension sends: replay schema V3 negotiated.
+  const binding = { ...ORCHESTRATION_BINDING, history, input, instanceId: 'j1' };
   return (await orchestrator.handler(binding, new InvocationContext({ functionName: 'inferenceJob', logHandler: () => undefined }))) as State;
 }
 
@@ -45,7 +62,7 @@ const part = (n: number) => ({ ok: true, value: { n, images: n === 4 ? 5 : 10, s
 test('first step: plan the job, with retries', async () => {
   const s = await replay(started());
   assert.equal(s.isDone, false);
-  const flat = s.actions.flat();
+  const flat = calls(s);
   assert.equal(flat.length, 1);
   assert.equal(flat[0]!.functionName, 'planJob');
   assert.equal(flat[0]!.actionType, 1, 'CallActivityWithRetry');
@@ -57,7 +74,9 @@ test('first step: plan the job, with retries', async () => {
 test('after the plan: a wave of `parallel` partitions with small inputs; then the next wave; replay is deterministic', async () => {
   const h = [...started(), ...completed(0, plan)];
   const s = await replay(h);
-  const flat = s.actions.flat();
+  assert.equal(s.actions.length, 1, 'V3: one action list');
+  assert.deepEqual(s.actions[0]!.map((a) => a.actionType), [1, 12], 'the plan, then the wave as one WhenAll');
+  const flat = calls(s);
   assert.deepEqual(flat.map((a) => a.functionName), ['planJob', 'inferPartition', 'inferPartition', 'inferPartition']);
   assert.deepEqual(flat.slice(1).map((a) => (a.input as { n: number }).n), [0, 1, 2]);
   for (const a of flat.slice(1)) assert.ok(JSON.stringify(a.input).length < 1024, 'partition inputs stay small: no blob lists');
@@ -66,13 +85,13 @@ test('after the plan: a wave of `parallel` partitions with small inputs; then th
 
   const h2 = [...h, ...completed(1, part(0)), ...completed(3, part(2)), ...completed(2, part(1))];
   const s2 = await replay(h2);
-  const flat2 = s2.actions.flat();
+  const flat2 = calls(s2);
   assert.deepEqual(flat2.slice(4).map((a) => (a.input as { n: number }).n), [3, 4]);
   assert.deepEqual(s2.customStatus!.partitions, { total: 5, done: 3, failed: 0 });
 
   const h3 = [...h2, ...completed(4, part(3)), ...completed(5, part(4))];
   const s3 = await replay(h3);
-  const last = s3.actions.flat().at(-1)!;
+  const last = calls(s3).at(-1)!;
   assert.equal(last.functionName, 'finalizeJob');
   const fin = last.input as { status: string; totals: { images: number; succeeded: number }; endedAt: string; startedAt: string };
   assert.equal(fin.status, 'succeeded');

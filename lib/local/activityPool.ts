@@ -1,11 +1,14 @@
 /**
  * Activities on a pool of worker processes, like separate Function App instances: each process
  * loads the same function files, keeps its own model sessions, and runs one activity at a time.
- * A process that dies fails its activity (the orchestrator's retry options take over) and is
- * replaced.
+ * A process that dies loses its activity (ActivityLostError: the engine delivers it again, as
+ * Azure does once the message's visibility timeout expires) and is replaced. An attempt whose
+ * signal aborts (functionTimeout) has its process killed, as the Functions host restarts a worker
+ * after a timeout.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { ActivityLostError } from './activityErrors';
 
 interface Job {
   id: number;
@@ -13,6 +16,8 @@ interface Job {
   input: unknown;
   /** Fault injection: kill the process running this job after this many ms. */
   crashAfterMs?: number;
+  /** Why the job was aborted (its process is being killed for it). */
+  aborted?: Error;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
 }
@@ -44,12 +49,28 @@ export class ActivityPool {
     for (let i = 0; i < opts.size; i++) this.spawn();
   }
 
-  run(name: string, input: unknown, faults: { crashAfterMs?: number } = {}): Promise<unknown> {
+  run(name: string, input: unknown, opts: { crashAfterMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('activity pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, name, input, resolve, reject, ...(faults.crashAfterMs !== undefined ? { crashAfterMs: faults.crashAfterMs } : {}) });
+      const job: Job = { id: this.nextId++, name, input, resolve, reject, ...(opts.crashAfterMs !== undefined ? { crashAfterMs: opts.crashAfterMs } : {}) };
+      opts.signal?.addEventListener('abort', () => this.abort(job, opts.signal!.reason instanceof Error ? opts.signal!.reason : new Error(String(opts.signal!.reason))), { once: true });
+      this.queue.push(job);
       this.dispatch();
     });
+  }
+
+  /** Gives up a job: dropped if still queued, its process killed if running. */
+  private abort(job: Job, reason: Error): void {
+    const queued = this.queue.indexOf(job);
+    if (queued >= 0) {
+      this.queue.splice(queued, 1);
+      job.reject(reason);
+      return;
+    }
+    const slot = this.slots.find((s) => s.job === job);
+    if (!slot) return;
+    job.aborted = reason;
+    slot.child.kill('SIGKILL');
   }
 
   /** Peak resident memory of each live worker process, in bytes. */
@@ -134,9 +155,13 @@ export class ActivityPool {
       const i = this.slots.indexOf(slot);
       if (i >= 0) this.slots.splice(i, 1);
       if (slot.job) {
-        this.stats.crashed++;
-        slot.job.reject(new Error(`activity worker process died (${signal ?? `exit code ${code}`}) while running ${slot.job.name}`));
+        const job = slot.job;
         slot.job = undefined;
+        if (job.aborted) job.reject(job.aborted);
+        else {
+          this.stats.crashed++;
+          job.reject(new ActivityLostError(`activity worker process died (${signal ?? `exit code ${code}`}) while running ${job.name}`));
+        }
       }
       if (!this.closed) {
         this.opts.log?.(`activity worker exited (${signal ?? code}); starting another`);

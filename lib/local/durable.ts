@@ -1,38 +1,56 @@
 /**
- * A local Durable Task engine for the registered functions: it does what the Durable Functions
- * extension does for an out-of-process JavaScript app. Each orchestration step calls the
- * registered orchestrator handler (the real durable-functions SDK) with the history so far; the
- * SDK replays it and returns the actions; the engine runs them (activities on a bounded pool,
- * retries with RetryOptions' backoff, timers, continueAsNew) and appends their outcomes as history
- * events, one event per step, exactly as the SDK numbers its tasks.
+ * A local Durable Task engine for the registered functions, as strict as the Durable Functions
+ * extension (Azure Storage provider) is with an out-of-process JavaScript app:
  *
- * Supported actions: CallActivity, CallActivityWithRetry, CreateTimer, ContinueAsNew. Anything
- * else fails the instance with a clear message.
+ * - Protocol: the SDK is called with the binding data the extension sends (replay schema V3: one
+ *   action list, compound WhenAll/WhenAny actions) and its actions are replayed as the extension's
+ *   shim and the Durable Task Framework replay them (./replay): task numbers, the retry
+ *   interceptor's timers, and a non-deterministic orchestration error when the replay disagrees
+ *   with history.
+ * - Delivery: completions wait in the instance's queue and are handed to the orchestrator in
+ *   batches of 1..32 in arrival order (seeded random by default, or a fixed size); a completion
+ *   delivered twice is dropped, as the Azure Storage provider drops duplicates.
+ * - Terminate only enqueues a message: the status changes when the engine processes it; running
+ *   and queued activities still run, and their outcomes are dropped.
+ * - Activities: at most maxConcurrentActivities at once; each attempt is cancelled and failed after
+ *   host.json's functionTimeout; an attempt whose process died is delivered again after the
+ *   work-item visibility timeout, outside the retry count (poison after maxDequeueCount
+ *   deliveries); optionally a completed attempt runs once more (at-least-once delivery).
+ * - Limits: a custom status over 16 KB (UTF-16) fails the instance with the extension's message;
+ *   messages over 45 KB are counted and logged (Azure stores them as large-message blobs).
+ *
+ * Supported actions: CallActivity, CallActivityWithRetry, CreateTimer, ContinueAsNew, WhenAll,
+ * WhenAny. Sub-orchestrations, entities, external events and durable HTTP fail the instance with
+ * a clear message.
  */
+import { randomUUID } from 'node:crypto';
 import { InvocationContext } from '@azure/functions';
 import type { InstanceStatus, JobClient, RuntimeStatus } from '../api';
+import { FunctionTimeoutError, isActivityLost } from './activityErrors';
 import type { RegisteredFunction } from './functionsHost';
+import { formatTimeSpan, functionTimeoutMs } from './hostJson';
+import { seeded } from './random';
+import { EV, replayShim, type Action, type HistoryEvent, type NewWork } from './replay';
 
-// HistoryEventType and ActionType values of the durable-functions SDK (its wire protocol).
-const EV = { ExecutionStarted: 0, TaskScheduled: 4, TaskCompleted: 5, TaskFailed: 6, TimerCreated: 10, TimerFired: 11, OrchestratorStarted: 12, OrchestratorCompleted: 13 } as const;
-const ACT = { CallActivity: 0, CallActivityWithRetry: 1, ContinueAsNew: 4, CreateTimer: 5 } as const;
-const ACTION_NAMES: Record<number, string> = { 2: 'CallSubOrchestrator', 3: 'CallSubOrchestratorWithRetry', 6: 'WaitForExternalEvent', 7: 'CallEntity', 8: 'CallHttp', 9: 'SignalEntity', 13: 'LockEntities', 14: 'ReleaseEntities' };
+export type { HistoryEvent } from './replay';
 
-export interface HistoryEvent {
-  EventType: number;
-  EventId: number;
-  IsPlayed: boolean;
-  Timestamp: string;
-  [key: string]: unknown;
-}
+/** The binding data the extension sends with an orchestration (V3 negotiated as it negotiates it). */
+export const ORCHESTRATION_BINDING = {
+  isReplaying: false,
+  parentInstanceId: '',
+  upperSchemaVersion: 1,
+  upperSchemaVersionNew: 2,
+  longRunningTimerIntervalDuration: '3.00:00:00',
+  maximumShortTimerDuration: '6.00:00:00',
+  defaultHttpAsyncRequestSleepTimeMillseconds: 30_000,
+} as const;
 
-interface Action {
-  actionType: number;
-  functionName?: string;
-  input?: unknown;
-  retryOptions?: { firstRetryIntervalInMilliseconds: number; maxNumberOfAttempts: number; backoffCoefficient?: number; maxRetryIntervalInMilliseconds?: number };
-  fireAt?: string | Date;
-}
+/** Most messages the extension hands to one orchestration episode (controlQueueBatchSize). */
+export const MAX_BATCH = 32;
+/** Queue messages larger than this go to large-message blobs on Azure (DurableTask.AzureStorage). */
+export const LARGE_MESSAGE_BYTES = 45 * 1024;
+/** The extension's limit on an orchestration's custom status, in KB of UTF-16. */
+export const MAX_CUSTOM_STATUS_KB = 16;
 
 interface OrchestratorState {
   isDone: boolean;
@@ -42,9 +60,10 @@ interface OrchestratorState {
   customStatus?: unknown;
 }
 
-interface RetryState {
-  action: Action;
-  attempt: number;
+/** A message in an instance's control queue: an event for one execution ('any': terminate). */
+export interface QueuedMessage {
+  execution: number | 'any';
+  event: HistoryEvent;
 }
 
 export interface InstanceRecord {
@@ -56,19 +75,22 @@ export interface InstanceRecord {
   output?: unknown;
   createdTime: string;
   lastUpdatedTime: string;
+  /** History of the current execution. */
   history: HistoryEvent[];
-  /** The SDK's next task sequence number in this execution. */
-  seq: number;
-  /** Actions of this execution already acted on. */
-  knownActions: number;
-  /** Retryable tasks by the id of the task (attempt or timer) that stands for them now. */
-  retries: Record<number, RetryState>;
-  /** Incremented by continueAsNew, restart and terminate: outcomes of an older execution are dropped. */
+  /**
+   * Messages not processed yet. Saved with the record (a start or terminate is saved before it is
+   * acknowledged); a completion not saved yet is lost with the process, and its activity runs again.
+   */
+  pending: QueuedMessage[];
+  /** Incremented by continueAsNew and by a new start: messages of an older execution are dropped. */
   execution: number;
 }
 
-/** Wraps each activity attempt: fault injection in tests, a worker pool in the local host. */
-export type ActivityRunner = (name: string, input: unknown, attempt: number, run: () => Promise<unknown>) => Promise<unknown>;
+/**
+ * Wraps each activity attempt: fault injection in tests, a worker pool in the local host. `signal`
+ * aborts when the attempt exceeds functionTimeout (a pool kills the process running it).
+ */
+export type ActivityRunner = (name: string, input: unknown, attempt: number, run: () => Promise<unknown>, signal: AbortSignal) => Promise<unknown>;
 
 export interface EngineOptions {
   /** Activities running at once (like maxConcurrentActivityFunctions across instances). */
@@ -77,24 +99,73 @@ export interface EngineOptions {
   /** Called after every change of an instance (the local host persists it). */
   onChange?: (record: InstanceRecord) => void | Promise<void>;
   log?: (message: string) => void;
+  /** Messages per episode: a fixed count (1..32) or 'random' (1..32, seeded; the default). */
+  batch?: number | 'random';
+  /** Seed of the delivery schedule and of at-least-once re-runs (default 1). */
+  seed?: number;
+  /** functionTimeout in ms (default: host.json's); Infinity for none. */
+  functionTimeoutMs?: number;
+  /** Multiplies functionTimeout (tests: 0.001 turns 30 minutes into 1.8 s). Default 1. */
+  timeoutScale?: number;
+  /** Share of completed activity attempts that run once more, their completion delivered twice (0..1; default 0). */
+  duplicateRate?: number;
+  /** How long the message of an activity whose process died stays invisible before it is delivered again (default 5 min, Azure's). */
+  visibilityTimeoutMs?: number;
+  /** Deliveries of one activity message before it is failed as a poison message (default 5). */
+  maxDequeueCount?: number;
+}
+
+export interface EngineStats {
+  /** Orchestrator episodes run, messages they consumed, the largest batch. */
+  episodes: number;
+  messages: number;
+  maxBatch: number;
+  /** Activity attempts started (re-runs and redeliveries included). */
+  activityRuns: number;
+  /** Completed attempts run once more (at-least-once), and completions dropped as duplicates. */
+  duplicateRuns: number;
+  duplicateCompletions: number;
+  /** Activity messages delivered again after their process died, and those given up as poison. */
+  redeliveries: number;
+  poisoned: number;
+  /** Attempts failed for exceeding functionTimeout. */
+  timeouts: number;
+  /** Messages over 45 KB (large-message blobs on Azure). */
+  largeMessages: number;
+  /** Messages for an execution that had ended (after continueAsNew, terminate or a restart). */
+  staleMessages: number;
 }
 
 type Waiter = (s: InstanceStatus) => void;
 
+interface Work {
+  id: number;
+  name: string;
+  input: unknown;
+  attempt: number;
+}
+
 export class DurableEngine implements JobClient {
+  readonly stats: EngineStats = { episodes: 0, messages: 0, maxBatch: 0, activityRuns: 0, duplicateRuns: 0, duplicateCompletions: 0, redeliveries: 0, poisoned: 0, timeouts: 0, largeMessages: 0, staleMessages: 0 };
   private readonly instances = new Map<string, InstanceRecord>();
-  private readonly inbox = new Map<string, HistoryEvent[]>();
-  private readonly busy = new Set<string>();
+  private readonly busy = new Set<InstanceRecord>();
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private running = 0;
   private readonly queue: (() => void)[] = [];
   private closed = false;
+  private readonly rand: () => number;
+  private readonly timeoutMs: number;
 
   constructor(
     private readonly functions: ReadonlyMap<string, RegisteredFunction>,
     private readonly opts: EngineOptions = {},
-  ) {}
+  ) {
+    this.rand = seeded(opts.seed ?? 1);
+    const batch = opts.batch ?? 'random';
+    if (batch !== 'random' && !(Number.isInteger(batch) && batch >= 1 && batch <= MAX_BATCH)) throw new RangeError(`batch must be 'random' or an integer 1..${MAX_BATCH}, got ${batch}`);
+    this.timeoutMs = (opts.functionTimeoutMs ?? functionTimeoutMs() ?? Number.POSITIVE_INFINITY) * (opts.timeoutScale ?? 1);
+  }
 
   // ----- JobClient ------------------------------------------------------------------------------
 
@@ -103,23 +174,11 @@ export class DurableEngine implements JobClient {
     if (!fn || fn.trigger.type !== 'orchestrationTrigger') throw new Error(`no orchestrator function named '${name}'`);
     const now = new Date().toISOString();
     const prev = this.instances.get(instanceId);
-    const rec: InstanceRecord = {
-      instanceId,
-      name,
-      input,
-      runtimeStatus: 'Pending',
-      createdTime: now,
-      lastUpdatedTime: now,
-      history: [],
-      seq: 0,
-      knownActions: 0,
-      retries: {},
-      execution: (prev?.execution ?? 0) + 1,
-    };
+    const execution = (prev?.execution ?? 0) + 1;
+    const rec: InstanceRecord = { instanceId, name, input, runtimeStatus: 'Pending', createdTime: now, lastUpdatedTime: now, history: [], pending: [{ execution, event: this.started(name, input, now) }], execution };
     this.instances.set(instanceId, rec);
-    this.inbox.set(instanceId, []);
     await this.changed(rec);
-    this.deliver(rec, { EventType: EV.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: now, Name: name, Input: JSON.stringify(input) });
+    void this.pump(rec);
   }
 
   async status(instanceId: string): Promise<InstanceStatus | undefined> {
@@ -127,47 +186,51 @@ export class DurableEngine implements JobClient {
     return r ? statusOf(r) : undefined;
   }
 
+  /**
+   * Enqueues a terminate request, as the extension does: the instance stays Running until the
+   * engine processes it; activities running or queued still run, and their outcomes are dropped.
+   */
   async terminate(instanceId: string, reason: string): Promise<void> {
     const r = this.instances.get(instanceId);
     if (!r || !isActive(r.runtimeStatus)) return;
-    r.runtimeStatus = 'Terminated';
-    r.output = reason;
-    r.execution++;
-    this.inbox.set(instanceId, []);
+    r.pending.push({ execution: 'any', event: { EventType: EV.ExecutionTerminated, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Input: JSON.stringify(reason) } });
     await this.changed(r);
-    this.settle(r);
+    // Processed from the queue, never within the call: the caller sees the instance still running.
+    setImmediate(() => void this.pump(r));
   }
 
   // ----- for the local host and tests ----------------------------------------------------------
 
   /**
-   * Takes back an instance saved before a restart: whatever was in flight (activities scheduled
-   * without an outcome, timers not fired) is started again. Activities must be idempotent: one
-   * that finished but whose outcome was not saved yet runs a second time.
+   * Takes back an instance saved before a restart: its saved messages are processed, and whatever
+   * was in flight (activities scheduled without an outcome, timers not fired) starts again.
+   * Activities must be idempotent: one that finished but whose outcome was not saved runs again.
    */
-  resume(rec: InstanceRecord): void {
+  resume(saved: InstanceRecord): void {
+    const rec = normalise(saved);
     this.instances.set(rec.instanceId, rec);
-    this.inbox.set(rec.instanceId, []);
     if (!isActive(rec.runtimeStatus)) return;
     const execution = rec.execution;
-    if (rec.history.length === 0) {
-      this.deliver(rec, { EventType: EV.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Name: rec.name, Input: JSON.stringify(rec.input) }, execution);
-      return;
+    const closed = new Set<string>();
+    for (const e of [...rec.history, ...rec.pending.map((m) => m.event)]) {
+      const key = completionKey(e);
+      if (key) closed.add(key);
     }
-    const done = new Set<number>();
-    const fired = new Set<number>();
+    const tries = new Map<string, number>();
     for (const e of rec.history) {
-      if (e.EventType === EV.TaskCompleted || e.EventType === EV.TaskFailed) done.add(Number(e['TaskScheduledId']));
-      if (e.EventType === EV.TimerFired) fired.add(Number(e['TimerId']));
-    }
-    for (const e of rec.history) {
-      if (e.EventType === EV.TaskScheduled && !done.has(e.EventId)) {
-        const action = rec.retries[e.EventId]?.action ?? { actionType: ACT.CallActivity, functionName: String(e['Name']), input: safeParse(String(e['Input'] ?? 'null')) };
-        this.runActivity(rec, execution, e.EventId, action);
-      } else if (e.EventType === EV.TimerCreated && !fired.has(e.EventId)) {
+      if (e.EventType === EV.TaskScheduled) {
+        const attemptKey = `${String(e['Name'])}\u0000${String(e['Input'] ?? '')}`;
+        const attempt = (tries.get(attemptKey) ?? 0) + 1;
+        tries.set(attemptKey, attempt);
+        if (!closed.has(`task:${e.EventId}`)) this.runAttempt(rec, execution, { id: e.EventId, name: String(e['Name']), input: safeParse(String(e['Input'] ?? 'null')), attempt });
+      } else if (e.EventType === EV.TimerCreated && !closed.has(`timer:${e.EventId}`)) {
         this.fireTimer(rec, execution, e.EventId, new Date(String(e['FireAt'])));
       }
     }
+    if (rec.history.length === 0 && !rec.pending.some((m) => m.event.EventType === EV.ExecutionStarted)) {
+      rec.pending.unshift({ execution, event: this.started(rec.name, rec.input, new Date().toISOString()) });
+    }
+    if (rec.pending.length > 0) void this.pump(rec);
   }
 
   waitFor(instanceId: string, timeoutMs = 600_000): Promise<InstanceStatus> {
@@ -204,13 +267,7 @@ export class DurableEngine implements JobClient {
     this.timers.clear();
     this.queue.splice(0);
     this.instances.clear();
-    this.inbox.clear();
     for (const rec of records) this.resume(rec);
-  }
-
-  /** Whether rec is the record this engine holds for its instance (not one replaced by reload). */
-  private current(rec: InstanceRecord): boolean {
-    return this.instances.get(rec.instanceId) === rec;
   }
 
   /** Stops timers and new work; activities already running finish but are not recorded. */
@@ -221,29 +278,28 @@ export class DurableEngine implements JobClient {
     this.queue.splice(0);
   }
 
-  // ----- the loop ------------------------------------------------------------------------------
+  // ----- the orchestration loop ----------------------------------------------------------------
 
-  private deliver(rec: InstanceRecord, ev: HistoryEvent, execution = rec.execution): void {
-    if (this.closed || execution !== rec.execution || !isActive(rec.runtimeStatus) || !this.current(rec)) return;
-    this.inbox.get(rec.instanceId)!.push(ev);
-    void this.pump(rec);
+  private started(name: string, input: unknown, now: string): HistoryEvent {
+    return this.sized({ EventType: EV.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: now, Name: name, Input: JSON.stringify(input ?? null) }, 'Input', `orchestration input of ${name}`);
+  }
+
+  /** Whether rec is the record this engine holds for its instance (not one replaced by reload or a new start). */
+  private current(rec: InstanceRecord): boolean {
+    return this.instances.get(rec.instanceId) === rec;
+  }
+
+  private batchSize(): number {
+    const b = this.opts.batch ?? 'random';
+    return b === 'random' ? 1 + Math.floor(this.rand() * MAX_BATCH) : b;
   }
 
   private async pump(rec: InstanceRecord): Promise<void> {
-    if (this.busy.has(rec.instanceId)) return;
-    this.busy.add(rec.instanceId);
+    if (this.busy.has(rec)) return;
+    this.busy.add(rec);
     try {
-      // The inbox is replaced on continueAsNew: read it afresh each time.
-      for (let box = this.inbox.get(rec.instanceId)!; box.length > 0 && isActive(rec.runtimeStatus) && !this.closed; box = this.inbox.get(rec.instanceId)!) {
-        // Everything waiting goes into one step, up to and including the first event that makes
-        // the SDK number a retry task (see step), which must come last.
-        const batch: HistoryEvent[] = [];
-        while (box.length > 0) {
-          const ev = box.shift()!;
-          batch.push(ev);
-          if (this.retryEvent(rec, ev)) break;
-        }
-        await this.step(rec, batch);
+      while (!this.closed && this.current(rec) && isActive(rec.runtimeStatus) && rec.pending.length > 0) {
+        await this.episode(rec, rec.pending.splice(0, this.batchSize()));
       }
     } catch (err) {
       this.opts.log?.(`engine error on ${rec.instanceId}: ${(err as Error).stack}`);
@@ -252,95 +308,118 @@ export class DurableEngine implements JobClient {
       await this.changed(rec);
       this.settle(rec);
     } finally {
-      this.busy.delete(rec.instanceId);
+      this.busy.delete(rec);
     }
   }
 
-  /** A failed attempt of a retryable task, or the firing of its retry timer. */
-  private retryEvent(rec: InstanceRecord, ev: HistoryEvent): boolean {
-    return (ev.EventType === EV.TaskFailed && rec.retries[Number(ev['TaskScheduledId'])] !== undefined) || (ev.EventType === EV.TimerFired && rec.retries[Number(ev['TimerId'])] !== undefined);
-  }
-
-  /**
-   * Appends events, runs the orchestrator over the history, acts on its new actions. Task ids are
-   * handed out here only, in the order the SDK numbers its tasks on replay: each new action takes
-   * the next id; then, for a batch ending with a failed retryable attempt, its retry timer takes
-   * one; for a batch ending with a fired retry timer, the next attempt takes one (none after the
-   * last attempt: the SDK then fails the task).
-   */
-  private async step(rec: InstanceRecord, events: HistoryEvent[]): Promise<void> {
+  /** One batch of messages: terminate, or the orchestrator replayed over the history they extend. */
+  private async episode(rec: InstanceRecord, messages: QueuedMessage[]): Promise<void> {
     const now = new Date().toISOString();
-    for (const e of rec.history) e.IsPlayed = true;
-    rec.history.push({ EventType: EV.OrchestratorStarted, EventId: -1, IsPlayed: false, Timestamp: now });
-    rec.history.push(...events);
-    const execution = rec.execution;
-    if (rec.runtimeStatus === 'Pending') rec.runtimeStatus = 'Running';
-    const state = await this.runOrchestrator(rec);
-    rec.lastUpdatedTime = now;
-    if (state.customStatus !== undefined) rec.customStatus = state.customStatus;
-
-    const actions = state.actions.flat();
-    const fresh = actions.slice(rec.knownActions);
-    rec.knownActions = actions.length;
-    for (const a of fresh) {
-      switch (a.actionType) {
-        case ACT.CallActivity:
-        case ACT.CallActivityWithRetry: {
-          const id = rec.seq++;
-          if (a.actionType === ACT.CallActivityWithRetry) rec.retries[id] = { action: a, attempt: 1 };
-          rec.history.push({ EventType: EV.TaskScheduled, EventId: id, IsPlayed: false, Timestamp: now, Name: a.functionName, Input: JSON.stringify(a.input ?? null) });
-          this.runActivity(rec, execution, id, a);
-          break;
-        }
-        case ACT.CreateTimer: {
-          const id = rec.seq++;
-          const fireAt = new Date(a.fireAt as string | Date);
-          rec.history.push({ EventType: EV.TimerCreated, EventId: id, IsPlayed: false, Timestamp: now, FireAt: fireAt.toISOString() });
-          this.fireTimer(rec, execution, id, fireAt);
-          break;
-        }
-        case ACT.ContinueAsNew:
-          break; // handled below with isDone
-        default:
-          state.isDone = true;
-          state.error = `the local host does not support ${ACTION_NAMES[a.actionType] ?? `action type ${a.actionType}`} actions`;
-      }
-    }
-
-    const cont = fresh.find((a) => a.actionType === ACT.ContinueAsNew) ?? (state.isDone ? actions.find((a) => a.actionType === ACT.ContinueAsNew) : undefined);
-    const last = events[events.length - 1]!;
-    if (this.retryEvent(rec, last)) {
-      if (last.EventType === EV.TaskFailed) this.onAttemptFailed(rec, execution, Number(last['TaskScheduledId']), now);
-      else this.onTimerFired(rec, execution, Number(last['TimerId']), now);
-    }
-    if (state.error !== undefined) {
-      rec.runtimeStatus = 'Failed';
-      rec.output = state.error;
-    } else if (cont) {
-      // A new execution of the same instance, with the new input and an empty history.
-      rec.input = cont.input;
-      rec.history = [];
-      rec.seq = 0;
-      rec.knownActions = 0;
-      rec.retries = {};
-      rec.execution++;
-      this.inbox.set(rec.instanceId, []);
+    const fresh = messages.filter((m) => m.execution === 'any' || m.execution === rec.execution).map((m) => m.event);
+    this.stats.staleMessages += messages.length - fresh.length;
+    const terminated = fresh.find((e) => e.EventType === EV.ExecutionTerminated);
+    if (terminated) {
+      for (const e of rec.history) e.IsPlayed = true;
+      rec.history.push({ EventType: EV.OrchestratorStarted, EventId: -1, IsPlayed: false, Timestamp: now }, terminated, { EventType: EV.OrchestratorCompleted, EventId: -1, IsPlayed: false, Timestamp: now });
+      rec.runtimeStatus = 'Terminated';
+      rec.output = safeParse(String(terminated['Input'] ?? '""'));
+      rec.pending = [];
+      rec.lastUpdatedTime = now;
       await this.changed(rec);
-      this.deliver(rec, { EventType: EV.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Name: rec.name, Input: JSON.stringify(cont.input) });
+      this.settle(rec);
       return;
-    } else if (state.isDone) {
-      rec.runtimeStatus = 'Completed';
-      rec.output = state.output;
+    }
+    // A task or timer completes once: a second completion (an activity that ran twice) is dropped.
+    const closed = new Set<string>();
+    for (const e of rec.history) {
+      const key = completionKey(e);
+      if (key) closed.add(key);
+    }
+    const events = fresh.filter((e) => {
+      const key = completionKey(e);
+      if (!key) return true;
+      if (closed.has(key)) {
+        this.stats.duplicateCompletions++;
+        this.opts.log?.(`${rec.instanceId}: duplicate completion of ${key.replace(':', ' ')} dropped`);
+        return false;
+      }
+      closed.add(key);
+      return true;
+    });
+    if (events.length === 0) return;
+    this.stats.episodes++;
+    this.stats.messages += events.length;
+    this.stats.maxBatch = Math.max(this.stats.maxBatch, events.length);
+
+    for (const e of rec.history) e.IsPlayed = true;
+    rec.history.push({ EventType: EV.OrchestratorStarted, EventId: -1, IsPlayed: false, Timestamp: now }, ...events);
+    if (rec.runtimeStatus === 'Pending') rec.runtimeStatus = 'Running';
+    const execution = rec.execution;
+    const state = await this.runOrchestrator(rec);
+    if (this.closed || !this.current(rec) || execution !== rec.execution) return;
+    rec.lastUpdatedTime = now;
+
+    const replay = replayShim(rec.history, state.actions.flat());
+    let failure = replay.nondeterminism ?? replay.unsupported;
+    if (!failure && state.customStatus !== undefined) {
+      const kb = Math.floor(Buffer.byteLength(JSON.stringify(state.customStatus), 'utf16le') / 1024);
+      if (kb > MAX_CUSTOM_STATUS_KB) failure = `The UTF-16 size of the JSON-serialized payload must not exceed ${MAX_CUSTOM_STATUS_KB} KB. The current payload size is ${kb} KB.`;
+      else rec.customStatus = state.customStatus;
+    }
+    failure ??= state.error;
+    if (failure !== undefined) {
+      rec.runtimeStatus = 'Failed';
+      rec.output = failure;
+    } else {
+      for (const w of replay.fresh) rec.history.push(this.scheduledEvent(rec, w, now));
+      if (replay.continueAsNew) {
+        // A new execution of the same instance: the new input, an empty history; messages of the
+        // old execution are dropped when they come (a terminate still applies).
+        const input = replay.continueAsNew.input;
+        rec.input = input;
+        rec.history = [];
+        rec.execution++;
+        rec.pending = [...rec.pending.filter((m) => m.execution === 'any'), { execution: rec.execution, event: this.started(rec.name, input, new Date().toISOString()) }];
+        await this.changed(rec);
+        return;
+      }
+      if (state.isDone) {
+        rec.runtimeStatus = 'Completed';
+        rec.output = state.output;
+        if (state.output !== undefined) this.sized({ Result: JSON.stringify(state.output) }, 'Result', `output of ${rec.name} ${rec.instanceId}`);
+      }
     }
     rec.history.push({ EventType: EV.OrchestratorCompleted, EventId: -1, IsPlayed: false, Timestamp: now });
     await this.changed(rec);
+    if (!this.current(rec)) return;
+    if (failure === undefined && !state.isDone) {
+      for (const w of replay.fresh) {
+        if (w.kind === 'activity') this.runAttempt(rec, execution, w);
+        else this.fireTimer(rec, execution, w.id, new Date(w.fireAt));
+      }
+    }
     if (!isActive(rec.runtimeStatus)) this.settle(rec);
+  }
+
+  private scheduledEvent(rec: InstanceRecord, w: NewWork, now: string): HistoryEvent {
+    if (w.kind === 'timer') return { EventType: EV.TimerCreated, EventId: w.id, IsPlayed: false, Timestamp: now, FireAt: w.fireAt };
+    return this.sized({ EventType: EV.TaskScheduled, EventId: w.id, IsPlayed: false, Timestamp: now, Name: w.name, Input: JSON.stringify(w.input ?? null) }, 'Input', `input of ${w.name} (task ${w.id} of ${rec.instanceId})`);
+  }
+
+  /** Counts and logs a message over 45 KB, which Azure would carry in a large-message blob. */
+  private sized<T extends Record<string, unknown>>(message: T, field: string, what: string): T {
+    const bytes = Buffer.byteLength(JSON.stringify(message), 'utf8');
+    if (bytes > LARGE_MESSAGE_BYTES) {
+      this.stats.largeMessages++;
+      this.opts.log?.(`large message: ${what} is ${(bytes / 1024).toFixed(1)} KB (over 45 KB: stored as a blob on Azure, one more storage round trip each way); keep ${field} small`);
+    }
+    return message;
   }
 
   private async runOrchestrator(rec: InstanceRecord): Promise<OrchestratorState> {
     const fn = this.functions.get(rec.name)!;
-    const context = new InvocationContext({ invocationId: `${rec.instanceId}:${rec.history.length}`, functionName: rec.name, logHandler: () => undefined });
-    const binding = { history: rec.history.map((e) => ({ ...e })), input: rec.input, instanceId: rec.instanceId, isReplaying: false, parentInstanceId: '', upperSchemaVersion: 0 };
+    const context = new InvocationContext({ invocationId: randomUUID(), functionName: rec.name, logHandler: () => undefined });
+    const binding = { ...ORCHESTRATION_BINDING, history: rec.history.map((e) => ({ ...e })), input: rec.input, instanceId: rec.instanceId };
     try {
       return (await fn.handler(binding, context)) as OrchestratorState;
     } catch (err) {
@@ -353,65 +432,97 @@ export class DurableEngine implements JobClient {
     }
   }
 
-  private runActivity(rec: InstanceRecord, execution: number, id: number, action: Action): void {
-    const name = action.functionName ?? '';
-    const fn = this.functions.get(name);
-    const input = typeof action.input === 'string' ? safeParse(action.input) : action.input;
-    const attempt = rec.retries[id]?.attempt ?? 1;
-    const run = async (): Promise<unknown> => {
-      if (!fn || fn.trigger.type !== 'activityTrigger') throw new Error(`no activity function named '${name}'`);
-      const context = new InvocationContext({ invocationId: `${rec.instanceId}:${id}:${attempt}`, functionName: name, logHandler: (level, ...args) => this.opts.log?.(`[${name}] ${level}: ${args.join(' ')}`) });
-      return fn.handler(input, context);
-    };
+  // ----- messages back to the orchestration -----------------------------------------------------
+
+  private enqueue(rec: InstanceRecord, execution: number, event: HistoryEvent): void {
+    if (this.closed || !this.current(rec)) return;
+    if (execution !== rec.execution || !isActive(rec.runtimeStatus)) {
+      this.stats.staleMessages++;
+      return;
+    }
+    rec.pending.push({ execution, event });
+    void this.pump(rec);
+  }
+
+  /** One delivery of an activity message: runs it and sends its outcome back. */
+  private runAttempt(rec: InstanceRecord, execution: number, w: Work, dequeue = 1): void {
     this.schedule(async () => {
-      let result: unknown;
-      let error: Error | undefined;
-      try {
-        result = await (this.opts.runActivity ? this.opts.runActivity(name, input, attempt, run) : run());
-      } catch (err) {
-        error = err instanceof Error ? err : new Error(String(err));
+      // Queued work still runs after a terminate; only a replaced record or a closed engine drops it.
+      if (this.closed || !this.current(rec)) return;
+      const outcome = await this.execute(w);
+      if (this.closed || !this.current(rec)) return;
+      if (outcome.lost) {
+        const max = this.opts.maxDequeueCount ?? 5;
+        if (dequeue >= max) {
+          this.stats.poisoned++;
+          this.enqueue(rec, execution, failed(w.id, `the message of activity ${w.name} (task ${w.id}) was delivered ${dequeue} times and each time its process was lost; it is given up as a poison message`, outcome.error));
+          return;
+        }
+        const wait = this.opts.visibilityTimeoutMs ?? 300_000;
+        this.stats.redeliveries++;
+        this.opts.log?.(`activity ${w.name} (task ${w.id}, attempt ${w.attempt}) was lost with its process (${outcome.error.message}); its message becomes visible again in ${wait} ms (delivery ${dequeue + 1})`);
+        this.after(wait, () => this.runAttempt(rec, execution, w, dequeue + 1));
+        return;
       }
-      if (execution !== rec.execution || this.closed || !this.current(rec)) return;
-      const now = new Date().toISOString();
-      if (!error) {
-        delete rec.retries[id];
-        this.deliver(rec, { EventType: EV.TaskCompleted, EventId: -1, IsPlayed: false, Timestamp: now, TaskScheduledId: id, Result: JSON.stringify(result ?? null) }, execution);
-      } else {
-        this.opts.log?.(`activity ${name} (task ${id}, attempt ${attempt}) failed: ${error.message}`);
-        this.deliver(rec, { EventType: EV.TaskFailed, EventId: -1, IsPlayed: false, Timestamp: now, TaskScheduledId: id, Reason: error.message, Details: error.stack ?? '' }, execution);
+      this.enqueue(rec, execution, outcome.ok ? this.completed(rec, w, outcome.result) : failed(w.id, outcome.error.message, outcome.error));
+      if (outcome.ok && (this.opts.duplicateRate ?? 0) > 0 && this.rand() < this.opts.duplicateRate!) {
+        // At-least-once: the same message processed once more (its visibility timeout ran out, or
+        // the instance died before deleting it); the second completion is a duplicate.
+        this.stats.duplicateRuns++;
+        this.schedule(async () => {
+          if (this.closed || !this.current(rec)) return;
+          const again = await this.execute(w);
+          if (!again.lost) this.enqueue(rec, execution, again.ok ? this.completed(rec, w, again.result) : failed(w.id, again.error.message, again.error));
+        });
       }
     });
   }
 
-  /** A retryable attempt failed: the SDK now waits on a timer (its next id) before deciding. */
-  private onAttemptFailed(rec: InstanceRecord, execution: number, id: number, now: string): void {
-    const retry = rec.retries[id];
-    if (!retry) return;
-    delete rec.retries[id];
-    const o = retry.action.retryOptions!;
-    const delay = Math.min(o.firstRetryIntervalInMilliseconds * (o.backoffCoefficient ?? 1) ** (retry.attempt - 1), o.maxRetryIntervalInMilliseconds || Number.POSITIVE_INFINITY);
-    const timerId = rec.seq++;
-    rec.retries[timerId] = retry;
-    const fireAt = new Date(Date.now() + delay);
-    rec.history.push({ EventType: EV.TimerCreated, EventId: timerId, IsPlayed: false, Timestamp: now, FireAt: fireAt.toISOString() });
-    this.fireTimer(rec, execution, timerId, fireAt);
+  private completed(rec: InstanceRecord, w: Work, result: unknown): HistoryEvent {
+    return this.sized({ EventType: EV.TaskCompleted, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), TaskScheduledId: w.id, Result: JSON.stringify(result ?? null) }, 'Result', `result of ${w.name} (task ${w.id} of ${rec.instanceId})`);
   }
 
-  /** A retry timer fired: schedule the next attempt (its own id), unless that was the last. */
-  private onTimerFired(rec: InstanceRecord, execution: number, timerId: number, now: string): void {
-    const retry = rec.retries[timerId];
-    if (!retry) return;
-    delete rec.retries[timerId];
-    if (retry.attempt >= retry.action.retryOptions!.maxNumberOfAttempts) return;
-    const nextId = rec.seq++;
-    rec.retries[nextId] = { action: retry.action, attempt: retry.attempt + 1 };
-    rec.history.push({ EventType: EV.TaskScheduled, EventId: nextId, IsPlayed: false, Timestamp: now, Name: retry.action.functionName, Input: JSON.stringify(retry.action.input ?? null) });
-    this.runActivity(rec, execution, nextId, retry.action);
+  /** Runs one attempt under functionTimeout. */
+  private async execute(w: Work): Promise<{ ok: true; result: unknown; lost?: undefined } | { ok: false; error: Error; lost: boolean }> {
+    const fn = this.functions.get(w.name);
+    const invocationId = randomUUID();
+    const run = async (): Promise<unknown> => {
+      if (!fn || fn.trigger.type !== 'activityTrigger') throw new Error(`no activity function named '${w.name}'`);
+      const context = new InvocationContext({ invocationId, functionName: w.name, logHandler: (level, ...args) => this.opts.log?.(`[${w.name}] ${level}: ${args.join(' ')}`) });
+      return fn.handler(w.input, context);
+    };
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      if (!Number.isFinite(this.timeoutMs)) return;
+      timer = setTimeout(() => {
+        const err = new FunctionTimeoutError(`Timeout value of ${formatTimeSpan(this.timeoutMs)} exceeded by function 'Functions.${w.name}' (Id: '${invocationId}'). Initiating cancellation.`);
+        controller.abort(err);
+        reject(err);
+      }, this.timeoutMs);
+    });
+    this.stats.activityRuns++;
+    try {
+      const runner = this.opts.runActivity ?? ((_n, _i, _a, go) => go());
+      const result = await Promise.race([runner(w.name, w.input, w.attempt, run, controller.signal), timeout]);
+      return { ok: true, result };
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (error instanceof FunctionTimeoutError) {
+        this.stats.timeouts++;
+        this.opts.log?.(error.message);
+      } else if (!isActivityLost(error)) {
+        this.opts.log?.(`activity ${w.name} (task ${w.id}, attempt ${w.attempt}) failed: ${error.message}`);
+      }
+      return { ok: false, error, lost: isActivityLost(error) };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private fireTimer(rec: InstanceRecord, execution: number, id: number, fireAt: Date): void {
     this.after(Math.max(0, fireAt.getTime() - Date.now()), () => {
-      this.deliver(rec, { EventType: EV.TimerFired, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), TimerId: id, FireAt: fireAt.toISOString() }, execution);
+      this.enqueue(rec, execution, { EventType: EV.TimerFired, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), TimerId: id, FireAt: fireAt.toISOString() });
     });
   }
 
@@ -449,6 +560,23 @@ export class DurableEngine implements JobClient {
     this.waiters.delete(rec.instanceId);
     for (const w of list) w(statusOf(rec));
   }
+}
+
+function failed(id: number, reason: string, error: Error): HistoryEvent {
+  return { EventType: EV.TaskFailed, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), TaskScheduledId: id, Reason: reason, Details: error.stack ?? '' };
+}
+
+/** 'task:<id>' or 'timer:<id>' for an event that completes a task or timer. */
+function completionKey(e: HistoryEvent): string | undefined {
+  if (e.EventType === EV.TaskCompleted || e.EventType === EV.TaskFailed) return `task:${Number(e['TaskScheduledId'])}`;
+  if (e.EventType === EV.TimerFired) return `timer:${Number(e['TimerId'])}`;
+  return undefined;
+}
+
+/** A saved record as this engine keeps it (records saved by older versions lack `pending`). */
+function normalise(saved: InstanceRecord): InstanceRecord {
+  const { instanceId, name, input, runtimeStatus, customStatus, output, createdTime, lastUpdatedTime, history, pending, execution } = saved;
+  return { instanceId, name, input, runtimeStatus, customStatus, output, createdTime, lastUpdatedTime, history: history ?? [], pending: pending ?? [], execution: execution ?? 1 };
 }
 
 function isActive(s: RuntimeStatus): boolean {

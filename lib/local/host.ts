@@ -16,11 +16,12 @@ import { ORCHESTRATOR, parseOrchestratorInput } from '../orchestrator';
 import { resetDataService } from '../storage';
 import { ActivityPool } from './activityPool';
 import { startAzurite, type AzuriteInstance } from './azurite';
-import { DurableEngine, type InstanceRecord } from './durable';
+import { DurableEngine, type EngineOptions, type InstanceRecord } from './durable';
 import { DURABLE_PREFIX, durableEndpoints } from './durableEndpoints';
 import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from './functionsHost';
 import { RequestError, send } from './http';
 import { httpTriggers } from './httpTriggers';
+import { seeded } from './random';
 import { InstanceStore } from './state';
 
 export interface LocalHostOptions {
@@ -39,6 +40,12 @@ export interface LocalHostOptions {
   activityOutput?: (line: string) => void;
   /** Fault injection for the reliability suite: this share of activity attempts has its process killed. */
   faults?: { activityCrashRate: number; seed?: number };
+  /**
+   * The Durable engine's strictness (see EngineOptions): delivery batches, at-least-once re-runs,
+   * functionTimeout scale, redelivery of lost activities (default: visible again after 10 s, not
+   * Azure's 5 minutes, so that a local crash costs little time).
+   */
+  durable?: Pick<EngineOptions, 'batch' | 'seed' | 'functionTimeoutMs' | 'timeoutScale' | 'duplicateRate' | 'visibilityTimeoutMs' | 'maxDequeueCount'>;
   /** The embedded storage emulator died and could not be restarted (default: log it). */
   onFatal?: (err: Error) => void;
 }
@@ -51,18 +58,6 @@ export interface LocalHost {
   functions: ReadonlyMap<string, RegisteredFunction>;
   azurite?: AzuriteInstance;
   stop(): Promise<void>;
-}
-
-/** A small deterministic PRNG (mulberry32) for reproducible fault injection. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export async function startLocalHost(opts: LocalHostOptions = {}): Promise<LocalHost> {
@@ -117,8 +112,10 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   const pool = new ActivityPool({ size, env: { ...process.env, ...settings }, log, ...(opts.activityOutput ? { output: opts.activityOutput } : {}) });
   const rand = seeded(opts.faults?.seed ?? 1);
   const engine = new DurableEngine(functions, {
+    visibilityTimeoutMs: 10_000,
+    ...opts.durable,
     maxConcurrentActivities: size,
-    runActivity: (name, input) => pool.run(name, input, opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}),
+    runActivity: (name, input, _attempt, _run, signal) => pool.run(name, input, { signal, ...(opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}) }),
     onChange: (rec: InstanceRecord) => store.save(rec),
     log: (m) => log(m),
   });

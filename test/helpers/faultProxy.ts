@@ -1,6 +1,6 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { seeded } from '../../lib/local/host';
+import { seeded } from '../../lib/local/random';
 
 export interface FaultProxy {
   port: number;
