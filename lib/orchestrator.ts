@@ -168,6 +168,9 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     if (task.isFaulted) fail(failureOf(task.result));
     else {
       const r = task.result as Outcome<PartitionResult>;
+      // A result is only ever counted for the partition it belongs to: a replay that handed one
+      // task's result to another (a protocol bug) fails the job loudly instead of miscounting.
+      if (r.ok && r.value.n !== n) throw new Error(`ReplayMismatch: the result of partition ${r.value.n} arrived as the result of partition ${n}`);
       if (r.ok) totals = addPartition(totals, r.value);
       else fail(r.error);
     }

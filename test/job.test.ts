@@ -136,6 +136,42 @@ describe('a whole job', () => {
     assert.equal((await readJson<Manifest>(out, 'runs/job-retry/_manifest.json'))!.counts.partitionsFailed, 0);
   });
 
+  test('at-least-once delivery: every activity runs twice, concurrently with what follows; every result, count and file exactly once', async () => {
+    const runs = new Map<string, number>();
+    const e = new DurableEngine(functions, {
+      maxConcurrentActivities: 3,
+      duplicateRate: 1,
+      runActivity: async (name, inp, _a, go) => {
+        const key = name === 'inferPartition' ? `${name}:${(inp as { n: number }).n}` : name;
+        runs.set(key, (runs.get(key) ?? 0) + 1);
+        return go();
+      },
+    });
+    const s = await run(e, 'job-twice');
+    await e.drain(); // the second finalize may still be writing
+    e.close();
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    assert.deepEqual([...runs.values()].every((v) => v === 2), true, JSON.stringify([...runs]));
+    assert.equal(runs.size, 10, 'plan, 8 partitions, finalize');
+    // Each second completion is dropped: as a duplicate, or as stale when its execution has ended
+    // (continueAsNew, or the job completed while the second finalize ran).
+    assert.equal(e.stats.duplicateCompletions + e.stats.staleMessages, 10, JSON.stringify(e.stats));
+    const out = az.service.getContainerClient('results');
+    const p = 'runs/job-twice/';
+    const results = await jsonl<ImageResult>(out, `${p}results.jsonl`);
+    assert.equal(results.length, GOOD);
+    assert.equal(new Set(results.map((r) => r.source.name)).size, GOOD);
+    const failures = await jsonl<{ blob: string }>(out, `${p}_failures.jsonl`);
+    assert.deepEqual(failures.map((f) => f.blob).sort(), BAD);
+    const manifest = (await readJson<Manifest>(out, `${p}_manifest.json`))!;
+    assert.equal(manifest.status, 'succeeded');
+    assert.deepEqual(manifest.counts, { images: 22, succeeded: 20, failed: 2, skipped: 0, detections: 0, partitions: 8, partitionsFailed: 0 });
+    assert.deepEqual(s.output, { jobId: 'job-twice', status: 'succeeded', counts: manifest.counts, files: manifest.files });
+    const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
+    assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
+    assert.equal((await jsonl<unknown>(out, `${p}results.jsonl`)).length, GOOD, 'read again after every duplicate finished');
+  });
+
   test('a partition that exhausts its retries is recorded; the others finish; the threshold decides', async () => {
     const always = (bad: number): ActivityRunner => async (name, inp, _attempt, go) => {
       if (name === 'inferPartition' && (inp as { n: number }).n === bad) throw new Error(`storage unreachable for partition ${bad}`);

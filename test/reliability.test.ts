@@ -86,6 +86,25 @@ test('20% of activity attempts crash (their process is killed): each lost attemp
   }
 });
 
+test('an attempt aborted for its functionTimeout: the pool kills its worker process (as the host restarts a worker after a timeout), starts another, and fails the attempt with the reason', async () => {
+  const host = await startLocalHost({ storageConnectionString: az.azurite.connectionString, activityProcesses: 1, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined, activityOutput: () => undefined });
+  try {
+    const started = host.pool.stats.started;
+    const controller = new AbortController();
+    const job = parseJobRequest(request('pool-abort', 'plain/', { skipExisting: false }));
+    const attempt = host.pool.run('inferPartition', { job: { ...job, model: { name: 'colours', etag: 'x', jsonEtag: 'y' } }, n: 0 }, { signal: controller.signal });
+    for (let i = 0; i < 500 && host.pool.busy === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(host.pool.busy, 1, 'the attempt is running in a worker process');
+    controller.abort(new Error('Timeout value of 00:00:00.0050000 exceeded'));
+    await assert.rejects(attempt, /^Error: Timeout value of 00:00:00\.0050000 exceeded$/);
+    for (let i = 0; i < 100 && host.pool.stats.started === started; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(host.pool.stats.started, started + 1, 'a new worker process replaced the killed one');
+    assert.equal(host.pool.stats.crashed, 0, 'a timeout is not a lost process');
+  } finally {
+    await host.stop();
+  }
+});
+
 test('a storage proxy failing 10% of requests (500, 503, resets): the job completes, nothing lost', async () => {
   const proxy = await startFaultProxy(az.azurite.blobPort, 0.1, 3);
   // Data through the faulty proxy; the host's own state straight to Azurite.

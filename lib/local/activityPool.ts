@@ -73,6 +73,11 @@ export class ActivityPool {
     slot.child.kill('SIGKILL');
   }
 
+  /** Activities running now (handed to a process). */
+  get busy(): number {
+    return this.slots.filter((s) => s.job).length;
+  }
+
   /** Peak resident memory of each live worker process, in bytes. */
   async peakMemory(): Promise<number[]> {
     return Promise.all(

@@ -7,9 +7,10 @@
  *   shim and the Durable Task Framework replay them (./replay): task numbers, the retry
  *   interceptor's timers, and a non-deterministic orchestration error when the replay disagrees
  *   with history.
- * - Delivery: completions wait in the instance's queue and are handed to the orchestrator in
- *   batches of 1..32 in arrival order (seeded random by default, or a fixed size); a completion
- *   delivered twice is dropped, as the Azure Storage provider drops duplicates.
+ * - Delivery: completions wait in the instance's queue (a few ms, as between control-queue polls)
+ *   and are handed to the orchestrator in batches of 1..32 in arrival order (seeded random by
+ *   default, or a fixed size); a completion delivered twice is dropped, as the Azure Storage
+ *   provider drops duplicates.
  * - Terminate only enqueues a message: the status changes when the engine processes it; running
  *   and queued activities still run, and their outcomes are dropped.
  * - Activities: at most maxConcurrentActivities at once; each attempt is cancelled and failed after
@@ -101,6 +102,11 @@ export interface EngineOptions {
   log?: (message: string) => void;
   /** Messages per episode: a fixed count (1..32) or 'random' (1..32, seeded; the default). */
   batch?: number | 'random';
+  /**
+   * Longest wait before a batch is taken (seeded random 0..this ms), as messages gather in the
+   * control queue between polls on Azure; default 2.
+   */
+  dequeueDelayMs?: number;
   /** Seed of the delivery schedule and of at-least-once re-runs (default 1). */
   seed?: number;
   /** functionTimeout in ms (default: host.json's); Infinity for none. */
@@ -270,6 +276,11 @@ export class DurableEngine implements JobClient {
     for (const rec of records) this.resume(rec);
   }
 
+  /** Resolves once no activity is running or waiting for a slot (at-least-once re-runs included). */
+  async drain(pollMs = 10): Promise<void> {
+    while (this.running > 0 || this.queue.length > 0) await new Promise((r) => setTimeout(r, pollMs));
+  }
+
   /** Stops timers and new work; activities already running finish but are not recorded. */
   close(): void {
     this.closed = true;
@@ -298,7 +309,10 @@ export class DurableEngine implements JobClient {
     if (this.busy.has(rec)) return;
     this.busy.add(rec);
     try {
+      const delay = this.opts.dequeueDelayMs ?? 2;
       while (!this.closed && this.current(rec) && isActive(rec.runtimeStatus) && rec.pending.length > 0) {
+        if (delay > 0) await new Promise((r) => setTimeout(r, Math.floor(this.rand() * (delay + 1))));
+        if (this.closed || !this.current(rec)) break;
         await this.episode(rec, rec.pending.splice(0, this.batchSize()));
       }
     } catch (err) {

@@ -96,6 +96,19 @@ function whenDone(o: Op, fn: () => void): void {
   else o.listeners.push(fn);
 }
 
+/**
+ * An action's input as the function receives it: the SDK sends a string input already encoded as
+ * JSON text (Utils.processInput), other values as they are.
+ */
+function actionInput(a: Action): unknown {
+  if (typeof a.input !== 'string') return a.input;
+  try {
+    return JSON.parse(a.input) as unknown;
+  } catch {
+    return a.input;
+  }
+}
+
 export function replayShim(history: readonly HistoryEvent[], actions: readonly Action[]): ReplayOutcome {
   let nextId = 0;
   let now = new Date(history.find((e) => e.EventType === EV.OrchestratorStarted)?.Timestamp ?? 0);
@@ -117,7 +130,7 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
   const invoke = (a: Action): Op => {
     switch (a.actionType) {
       case ACT.CallActivity:
-        return schedule('activity', { name: a.functionName ?? '', input: a.input, attempt: 1 });
+        return schedule('activity', { name: a.functionName ?? '', input: actionInput(a), attempt: 1 });
       case ACT.CreateTimer: {
         // A timer the orchestrator cancelled is still created (its number is taken), but awaiting it
         // ends at once, as awaiting a cancelled token does.
@@ -130,7 +143,7 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
       case ACT.CallActivityWithRetry:
         return retrying(a);
       case ACT.ContinueAsNew: {
-        outcome.continueAsNew ??= { input: a.input };
+        outcome.continueAsNew ??= { input: actionInput(a) };
         const o = op();
         settle(o, false);
         return o;
@@ -158,7 +171,7 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
     const policy = a.retryOptions!;
     const result = op();
     const attempt = (index: number): void => {
-      const t = schedule('activity', { name: a.functionName ?? '', input: a.input, attempt: index + 1 });
+      const t = schedule('activity', { name: a.functionName ?? '', input: actionInput(a), attempt: index + 1 });
       whenDone(t, () => {
         if (!t.failed) return settle(result, false);
         const last = index + 1 >= policy.maxNumberOfAttempts;
