@@ -1,9 +1,10 @@
 /**
- * HTTP API: POST /api/jobs (start or resume), GET /api/jobs/{id} (status), DELETE /api/jobs/{id} (cancel).
+ * HTTP API: POST /api/jobs (start or resume), GET /api/jobs/{id} (status), DELETE /api/jobs/{id}
+ * (cancel), DELETE /api/jobs/{id}/history (purge a finished job's orchestration history).
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import * as df from 'durable-functions';
-import { cancelJob, jobStatus, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
+import { cancelJob, jobStatus, purgeJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
 import { settings } from '../lib/config';
 import { dataService } from '../lib/storage';
 
@@ -42,6 +43,7 @@ export function durableJobClient(context: InvocationContext): JobClient {
       };
     },
     terminate: (id, reason) => client.terminate(id, reason),
+    purge: async (id) => (await client.purgeInstanceHistory(id)).instancesDeleted > 0,
   };
 }
 
@@ -70,7 +72,13 @@ export async function submitJobHandler(req: HttpRequest, context: InvocationCont
 }
 
 export async function jobStatusHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  return respond(await jobStatus(durableJobClient(context), req.params['id'] ?? '', baseUrl(req)));
+  return respond(await jobStatus(durableJobClient(context), req.params['id'] ?? '', baseUrl(req), apiOptions()));
+}
+
+export async function purgeJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  const r = await purgeJob(durableJobClient(context), req.params['id'] ?? '');
+  context.log(`DELETE /api/jobs/${req.params['id']}/history -> ${r.status}`);
+  return respond(r);
 }
 
 export async function cancelJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
@@ -83,3 +91,4 @@ const client = df.input.durableClient();
 app.http('submitJob', { route: 'jobs', methods: ['POST'], authLevel: 'function', extraInputs: [client], handler: submitJobHandler });
 app.http('jobStatus', { route: 'jobs/{id}', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: jobStatusHandler });
 app.http('cancelJob', { route: 'jobs/{id}', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: cancelJobHandler });
+app.http('purgeJob', { route: 'jobs/{id}/history', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: purgeJobHandler });

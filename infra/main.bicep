@@ -42,6 +42,9 @@ param maxImageBytes int = 67108864
 param maxImagePixels int = 100000000
 param modelCacheMaxBytes int = 2147483648
 
+@description('A partition stops taking new images after this many seconds and the orchestrator continues it (keep well inside functionTimeout, 30 minutes).')
+param partitionTimeBudgetSeconds int = 1200
+
 @description('Price of one GB-second in USD, for the cost estimate in manifests and reports.')
 param pricePerGbSecond string = '0.000026'
 
@@ -183,6 +186,7 @@ var baseSettings = [
   { name: 'MAX_IMAGE_BYTES', value: string(maxImageBytes) }
   { name: 'MAX_IMAGE_PIXELS', value: string(maxImagePixels) }
   { name: 'MODEL_CACHE_MAX_BYTES', value: string(modelCacheMaxBytes) }
+  { name: 'PARTITION_TIME_BUDGET_SECONDS', value: string(partitionTimeBudgetSeconds) }
   { name: 'INSTANCE_MEMORY_MB', value: string(instanceMemoryMB) }
   { name: 'PRICE_PER_GB_SECOND', value: pricePerGbSecond }
 ]

@@ -21,6 +21,8 @@ export interface ActivityDeps {
   ioConcurrency: number;
   maxImageBytes: number;
   maxImagePixels: number;
+  /** A partition's piece stops taking images after this long (PARTITION_TIME_BUDGET_SECONDS). */
+  partitionBudgetMs: number;
   cost: CostSettings;
 }
 
@@ -44,10 +46,20 @@ export interface PlanResult {
 export interface PartitionInput {
   job: Pick<JobSpec, 'jobId' | 'jobPrefix' | 'input' | 'output' | 'params' | 'skipExisting'> & { model: PinnedModel };
   n: number;
+  /** A continuation of partition n: its images from this index on. */
+  from?: number;
+  /** This run of the job and the attempts a piece may take in it (counted in storage). */
+  run?: string;
+  maxAttempts?: number;
 }
 
-/** Counts only: what goes back into the orchestration history stays small. */
-export type PartitionResult = Omit<PartitionSummary, 'latenciesMs' | 'stageMs' | 'startedAt' | 'endedAt'>;
+/**
+ * Counts only: what goes back into the orchestration history stays small. A partition that ran out
+ * of its time budget comes back not done, with where its continuation starts.
+ */
+export type PartitionResult =
+  | ({ n: number; done: true } & Pick<PartitionSummary, 'images' | 'succeeded' | 'failed' | 'skipped' | 'detections' | 'wallMs'>)
+  | { n: number; done: false; next: number; images: number; wallMs: number };
 
 /** Retryable errors are thrown (the orchestrator retries); the rest become { ok: false }. */
 async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
@@ -103,7 +115,7 @@ export function createActivities(deps: ActivityDeps) {
     inferPartition: (input: PartitionInput): Promise<Outcome<PartitionResult>> =>
       outcome(async () => {
         const svc = await deps.service();
-        const s = await inferPartition(
+        const r = await inferPartition(
           {
             input: svc.getContainerClient(input.job.input.container),
             output: svc.getContainerClient(input.job.output.container),
@@ -112,18 +124,26 @@ export function createActivities(deps: ActivityDeps) {
             ioConcurrency: deps.ioConcurrency,
             maxImageBytes: deps.maxImageBytes,
             maxImagePixels: deps.maxImagePixels,
+            budgetMs: deps.partitionBudgetMs,
           },
           {
             jobId: input.job.jobId,
             jobPrefix: input.job.jobPrefix,
             n: input.n,
+            ...(input.from !== undefined ? { from: input.from } : {}),
             model: input.job.model,
             params: input.job.params,
             overlays: input.job.output.overlays,
             skipExisting: input.job.skipExisting,
+            ...(input.run !== undefined ? { run: input.run } : {}),
+            ...(input.maxAttempts !== undefined ? { maxAttempts: input.maxAttempts } : {}),
           },
         );
-        return { n: s.n, images: s.images, succeeded: s.succeeded, failed: s.failed, skipped: s.skipped, detections: s.detections, wallMs: s.wallMs };
+        if (!r.done) return { n: input.n, done: false, next: r.next, images: r.piece.images, wallMs: r.piece.wallMs };
+        const s = r.summary;
+        // A partition completed by an earlier run of the job: nothing was recomputed, its images count as skipped.
+        if (r.resumed) return { n: s.n, done: true, images: s.images, succeeded: 0, failed: s.failed, skipped: s.succeeded + s.skipped, detections: s.detections, wallMs: 0 };
+        return { n: s.n, done: true, images: s.images, succeeded: s.succeeded, failed: s.failed, skipped: s.skipped, detections: s.detections, wallMs: s.wallMs };
       }),
 
     finalizeJob: (input: FinalizeInput): Promise<Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>> =>
@@ -149,6 +169,7 @@ export function defaultActivities(): Activities {
       ioConcurrency: s.ioConcurrency,
       maxImageBytes: s.maxImageBytes,
       maxImagePixels: s.maxImagePixels,
+      partitionBudgetMs: s.partitionBudgetSeconds * 1000,
       cost: { instanceMemoryMB: s.instanceMemoryMB, pricePerGbSecond: s.pricePerGbSecond },
     });
   }

@@ -6,7 +6,7 @@
  */
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { isLakeInferError, LakeInferError } from './errors';
-import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, type JobRecord, type JobStatus } from './jobFolder';
+import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from './jobFolder';
 import { parseJobRequest, specDifferences, specDigest, type JobSpec } from './jobs';
 import type { JobProgress } from './orchestration';
 import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from './orchestrator';
@@ -27,7 +27,10 @@ export interface InstanceStatus {
 export interface JobClient {
   start(orchestrator: string, instanceId: string, input: unknown): Promise<void>;
   status(instanceId: string): Promise<InstanceStatus | undefined>;
+  /** Asks for the instance to end; it ends when the Durable runtime processes the request. */
   terminate(instanceId: string, reason: string): Promise<void>;
+  /** Deletes the history of a finished instance; false when there was none. */
+  purge(instanceId: string): Promise<boolean>;
 }
 
 export interface ApiResponse {
@@ -51,21 +54,24 @@ const ACTIVE: RuntimeStatus[] = ['Running', 'Pending', 'ContinuedAsNew', 'Suspen
 export interface JobView {
   jobId: string;
   runtimeStatus: RuntimeStatus;
-  /** The job's own status: running, or how it ended (agrees with _manifest.json). */
-  status: 'running' | JobStatus;
+  /**
+   * The job's own status: running; cancelling (a cancel was accepted, the orchestration has not
+   * ended yet: partitions stop at their next image); or how it ended (agrees with _manifest.json).
+   */
+  status: 'running' | 'cancelling' | JobStatus;
   progress?: JobProgress;
   output?: unknown;
   createdTime?: string;
   lastUpdatedTime?: string;
   outputs?: { container: string; prefix: string; manifest: string; results: string; failures: string };
-  links: { status: string; cancel: string };
+  links: { status: string; cancel: string; history: string };
 }
 
-function view(s: InstanceStatus, baseUrl: string, job?: JobSpec): JobView {
+function view(s: InstanceStatus, baseUrl: string, job?: JobSpec, cancelling = false): JobView {
   const link = `${baseUrl.replace(/\/$/, '')}/api/jobs/${encodeURIComponent(s.instanceId)}`;
   const ended = (s.output as Partial<JobOutput> | undefined)?.status;
-  const status: JobView['status'] = ACTIVE.includes(s.runtimeStatus) ? 'running' : s.runtimeStatus === 'Completed' ? (ended ?? 'succeeded') : s.runtimeStatus === 'Failed' ? 'failed' : 'cancelled';
-  const v: JobView = { jobId: s.instanceId, runtimeStatus: s.runtimeStatus, status, links: { status: link, cancel: link } };
+  const status: JobView['status'] = ACTIVE.includes(s.runtimeStatus) ? (cancelling ? 'cancelling' : 'running') : s.runtimeStatus === 'Completed' ? (ended ?? 'succeeded') : s.runtimeStatus === 'Failed' ? 'failed' : 'cancelled';
+  const v: JobView = { jobId: s.instanceId, runtimeStatus: s.runtimeStatus, status, links: { status: link, cancel: link, history: `${link}/history` } };
   if (s.customStatus) v.progress = s.customStatus as JobProgress;
   if (s.output !== undefined && s.output !== null) v.output = s.output;
   if (s.createdTime) v.createdTime = s.createdTime;
@@ -146,10 +152,31 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
   return { status: 202, body: { ...v, resumed: resume, ...(job.restart && existing ? { restarted: true } : {}) }, headers: { Location: v.links.status } };
 }
 
-export async function jobStatus(client: JobClient, jobId: string, baseUrl: string): Promise<ApiResponse> {
+/** Whether a cancel of this running job was accepted (its outcome says cancelled, by a cancel). */
+async function isCancelling(s: InstanceStatus, job: JobSpec | undefined, opts: ApiOptions): Promise<boolean> {
+  if (!job || !opts.storage || !ACTIVE.includes(s.runtimeStatus)) return false;
+  const output = (await opts.storage()).getContainerClient(job.output.container);
+  const o = await readOutcome(output, job.jobPrefix).catch(() => undefined);
+  return o?.status === 'cancelled' && o.executionId === job.executionId;
+}
+
+export async function jobStatus(client: JobClient, jobId: string, baseUrl: string, opts: ApiOptions = {}): Promise<ApiResponse> {
   const s = await client.status(jobId);
   if (!s) return { status: 404, body: { error: { code: 'JobNotFound', message: `no job with id '${jobId}'`, target: 'jobId' } } };
-  return { status: 200, body: view(s, baseUrl, jobOf(s.input)) };
+  const job = jobOf(s.input);
+  return { status: 200, body: view(s, baseUrl, job, await isCancelling(s, job, opts)) };
+}
+
+/**
+ * DELETE /api/jobs/{id}/history: forgets a finished job's orchestration history (its outputs stay).
+ * A running job must be cancelled first.
+ */
+export async function purgeJob(client: JobClient, jobId: string): Promise<ApiResponse> {
+  const s = await client.status(jobId);
+  if (!s) return { status: 404, body: { error: { code: 'JobNotFound', message: `no job with id '${jobId}'`, target: 'jobId' } } };
+  if (ACTIVE.includes(s.runtimeStatus)) return { status: 409, body: { error: { code: 'JobRunning', message: `job '${jobId}' is ${s.runtimeStatus}; cancel it (DELETE /api/jobs/${jobId}) before purging its history` } } };
+  const purged = await client.purge(jobId);
+  return { status: 200, body: { jobId, purged, note: 'the orchestration history is deleted; the job folder (results, manifest, report) is kept' } };
 }
 
 /**
@@ -170,5 +197,7 @@ export async function cancelJob(client: JobClient, jobId: string, baseUrl: strin
     }
   }
   await client.terminate(jobId, 'cancelled by DELETE /api/jobs');
-  return { status: 202, body: view((await client.status(jobId)) ?? s, baseUrl, job) };
+  // Terminating is asynchronous: the status as read now, 'cancelling' until the orchestration ends.
+  const now = (await client.status(jobId)) ?? s;
+  return { status: 202, body: view(now, baseUrl, job, ACTIVE.includes(now.runtimeStatus)) };
 }

@@ -30,6 +30,7 @@ export const SETTINGS: readonly SettingDef[] = [
   { name: 'MAX_IMAGE_BYTES', description: 'Largest input blob accepted, in bytes; larger blobs fail with ImageTooLarge.', default: String(64 * 1024 * 1024), readBy: 'lakeinfer' },
   { name: 'MAX_IMAGE_PIXELS', description: 'Largest decoded image accepted (width x height); guards against decompression bombs.', default: String(100_000_000), readBy: 'lakeinfer' },
   { name: 'MODEL_CACHE_MAX_BYTES', description: 'Most bytes of downloaded ONNX files kept on an instance\'s local disk (least recently used go first).', default: String(2 * 1024 ** 3), readBy: 'lakeinfer' },
+  { name: 'PARTITION_TIME_BUDGET_SECONDS', description: 'A partition stops taking new images after this long and returns what it finished; the orchestrator runs the rest as a continuation (keep it well inside host.json functionTimeout, 30 min).', default: '1200', readBy: 'lakeinfer' },
   { name: 'INSTANCE_MEMORY_MB', description: 'Memory of one instance, for the GB-seconds in the manifest and report (Flex Consumption: 512, 2048 or 4096).', default: '2048', readBy: 'lakeinfer' },
   { name: 'PRICE_PER_GB_SECOND', description: 'Price of one GB-second in USD, for the cost estimate (Flex Consumption on demand).', default: '0.000026', readBy: 'lakeinfer' },
   { name: 'AZURE_CLIENT_ID', description: 'Read by DefaultAzureCredential to pick the user-assigned managed identity.', readBy: 'azure-sdk' },
@@ -53,6 +54,7 @@ export interface Settings {
   maxImageBytes: number;
   maxImagePixels: number;
   modelCacheMaxBytes: number;
+  partitionBudgetSeconds: number;
   instanceMemoryMB: number;
   pricePerGbSecond: number;
 }
@@ -178,6 +180,7 @@ export function loadSettings(env: Env = process.env): Settings {
     maxImageBytes: intSetting(env, 'MAX_IMAGE_BYTES', 1024, 2 ** 31 - 1),
     maxImagePixels: intSetting(env, 'MAX_IMAGE_PIXELS', 1, 2 ** 31 - 1),
     modelCacheMaxBytes: intSetting(env, 'MODEL_CACHE_MAX_BYTES', 1024 * 1024, Number.MAX_SAFE_INTEGER),
+    partitionBudgetSeconds: numberSetting(env, 'PARTITION_TIME_BUDGET_SECONDS', 0.001, 86_400),
     instanceMemoryMB: intSetting(env, 'INSTANCE_MEMORY_MB', 128, 65536),
     pricePerGbSecond: numberSetting(env, 'PRICE_PER_GB_SECOND', 0, 1),
   };

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'JobSpecConflict'
   | 'OutputConflict'
   | 'JobCancelled'
+  | 'AttemptsExhausted'
   | 'ImageTooLarge'
   | 'ImageEmpty'
   | 'ImageDecodeFailed'

@@ -1,56 +1,34 @@
 /**
- * Fan-in: merges the partitions' outputs into the job's results.jsonl, coco_results.json and
- * _failures.jsonl, and writes _manifest.json. Streams part by part into staged blocks, so memory
- * stays bounded whatever the job size; rerunning it rewrites the same files.
+ * Fan-in by composition: the job's results.jsonl, coco_results.json and _failures.jsonl are put
+ * together in storage from the fragments each partition wrote (Put Block From URL), so the bytes of
+ * the results never pass through this activity and its time grows with the number of partitions,
+ * not with the size of their results. It reads the partition summaries (small, bounded
+ * concurrency), composes the three files (numbered files past 50,000 blocks), decides the outcome
+ * and writes _manifest.json and report.html. A rerun (a retry after a timeout) reuses the blocks a
+ * previous attempt staged and writes the same files.
  */
-import { randomUUID } from 'node:crypto';
 import type { ContainerClient } from '@azure/storage-blob';
+import { mapLimit } from './concurrency';
 import { decideOutcome, type JobStatus } from './jobFolder';
 import type { JobSpec } from './jobs';
 import type { JobTotals } from './orchestration';
-import { addStages, partFailuresName, roundStages, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionSummary, type StageTimings } from './pipeline';
+import {
+  addStages,
+  emptyStages,
+  LATENCY_BOUNDS_MS,
+  partSummaryName,
+  pieceFragmentName,
+  readAttempts,
+  roundStages,
+  shortMessage,
+  type FailureRecord,
+  type FragmentKind,
+  type PartitionSummary,
+  type PieceFragments,
+  type StageTimings,
+} from './parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
-import { contentTypeFor, outputBlobName, readBlob, readJson, storageError, writeBlob, writeJson } from './storage';
-
-/** Appends text to a block blob in blocks of about 4 MiB; commit() publishes it whole. */
-class BlockWriter {
-  private readonly ids: string[] = [];
-  private chunks: Buffer[] = [];
-  private size = 0;
-  private readonly prefix = randomUUID().replace(/-/g, '').slice(0, 16);
-  constructor(
-    private readonly container: ContainerClient,
-    readonly name: string,
-  ) {}
-  async write(text: string | Buffer): Promise<void> {
-    const b = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
-    if (b.length === 0) return;
-    this.chunks.push(b);
-    this.size += b.length;
-    if (this.size >= 4 * 1024 * 1024) await this.flush();
-  }
-  private async flush(): Promise<void> {
-    if (this.size === 0) return;
-    const id = Buffer.from(`${this.prefix}-${String(this.ids.length).padStart(6, '0')}`).toString('base64');
-    const data = Buffer.concat(this.chunks, this.size);
-    try {
-      await this.container.getBlockBlobClient(this.name).stageBlock(id, data, data.length);
-    } catch (err) {
-      throw storageError(err, 'staging block', this.name);
-    }
-    this.ids.push(id);
-    this.chunks = [];
-    this.size = 0;
-  }
-  async commit(): Promise<void> {
-    await this.flush();
-    try {
-      await this.container.getBlockBlobClient(this.name).commitBlockList(this.ids, { blobHTTPHeaders: { blobContentType: contentTypeFor(this.name) } });
-    } catch (err) {
-      throw storageError(err, 'committing blob', this.name);
-    }
-  }
-}
+import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from './storage';
 
 export interface PartitionFailure {
   n: number;
@@ -110,77 +88,111 @@ export function estimateCost(instanceSeconds: number, s: CostSettings): CostEsti
   return { ...s, instanceSeconds, gbSeconds, estimatedUsd: Math.round(gbSeconds * s.pricePerGbSecond * 1e6) / 1e6 };
 }
 
-export const LATENCY_BOUNDS_MS = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, Number.POSITIVE_INFINITY];
+export { LATENCY_BOUNDS_MS };
 
-export async function finalizeJob(output: ContainerClient, input: FinalizeInput, costSettings: CostSettings): Promise<Manifest> {
+/** Partition summaries read per round (memory holds one round of them). */
+const SUMMARY_CHUNK = 2_000;
+
+export interface FinalizeOptions {
+  /** Summaries read and blocks staged at once. */
+  concurrency?: number;
+  /** Blocks per output file (Azure's limit by default; tests use fewer). */
+  maxBlocks?: number;
+}
+
+/** What finalize moved, and how (the benchmark reports it). */
+export interface FinalizeStats extends ComposeStats {
+  summaries: number;
+  summaryBytes: number;
+}
+
+/** What finalize keeps of each partition while it composes: fragments, or why there are none. */
+type PartInfo = { n: number; pieces: PieceFragments[] } | { n: number; failure: ReportFailure };
+
+function* fragmentParts(prefix: string, infos: readonly PartInfo[], kind: FragmentKind): Generator<Part> {
+  for (const info of infos) {
+    if (!('pieces' in info)) continue;
+    for (const p of info.pieces) {
+      const f = p[kind];
+      if (f.bytes > 0) yield { key: `${kind}:${info.n}:${p.from}:${f.etag}`, source: pieceFragmentName(prefix, info.n, p.from, kind), offset: 0, count: f.bytes };
+    }
+  }
+}
+
+function* failureParts(prefix: string, infos: readonly PartInfo[]): Generator<Part> {
+  for (const info of infos) {
+    if ('failure' in info) {
+      yield { key: `partition-failure:${info.n}:${info.failure.code}:${info.failure.message}`, data: Buffer.from(`${JSON.stringify(info.failure)}\n`, 'utf8') };
+      continue;
+    }
+    yield* fragmentParts(prefix, [info], 'failures');
+  }
+}
+
+function count(it: Iterable<unknown>): number {
+  let c = 0;
+  for (const _ of it) c++;
+  return c;
+}
+
+export async function finalizeJob(output: ContainerClient, input: FinalizeInput, costSettings: CostSettings, opts: FinalizeOptions = {}): Promise<Manifest & { stats: FinalizeStats }> {
   const p = input.job.jobPrefix;
-  const results = new BlockWriter(output, `${p}results.jsonl`);
-  const coco = new BlockWriter(output, `${p}coco_results.json`);
-  const failures = new BlockWriter(output, `${p}_failures.jsonl`);
-  const stageMs: StageTimings = { downloadMs: 0, decodeMs: 0, inferMs: 0, postMs: 0, writeMs: 0 };
-  const counts = new Array<number>(LATENCY_BOUNDS_MS.length).fill(0);
+  const concurrency = opts.concurrency ?? 32;
+  const stats: FinalizeStats = { ...emptyComposeStats(), summaries: 0, summaryBytes: 0 };
+  const stageMs: StageTimings = emptyStages();
+  const latency = new Array<number>(LATENCY_BOUNDS_MS.length).fill(0);
   const failedParts = new Map(input.failedPartitions.map((f) => [f.n, f]));
-  let imageId = 0;
-  let firstCoco = true;
-  // For the report: evenly sampled images, the first failures, when each partition ended.
-  const stride = Math.max(1, Math.ceil((input.totals.succeeded + input.totals.skipped) / MAX_THUMBNAILS));
+  // For the report: samples from evenly spaced partitions, the first failures, when each partition ended.
+  const sampleStride = Math.max(1, Math.ceil(input.partitions / MAX_THUMBNAILS));
   const samples: ReportSample[] = [];
   const reportFailures: ReportFailure[] = [];
   let failuresTotal = 0;
   const partitionEnds: [number, number][] = [];
   const t0 = Date.parse(input.startedAt);
-  await coco.write('[');
-  for (let n = 0; n < input.partitions; n++) {
+
+  // Pass 1: every partition's summary (or why it has none), in order; what composing needs is kept,
+  // the rest folded into the report's figures.
+  type Read = { n: number; summary: PartitionSummary } | { n: number; failure: ReportFailure };
+  const readOne = async (n: number): Promise<Read> => {
     const summary = await readJson<PartitionSummary>(output, partSummaryName(p, n));
-    if (!summary) {
-      const f = failedParts.get(n);
-      const rec: ReportFailure = { blob: `(partition ${n})`, stage: 'partition', code: f?.code ?? 'PartitionFailed', message: f?.message ?? 'partition did not complete' };
-      await failures.write(`${JSON.stringify(rec)}\n`);
+    if (summary) return { n, summary };
+    // A partition that did not complete: the orchestrator's reason, else its last attempt's.
+    const listed = failedParts.get(n);
+    const last = listed ? undefined : (await readAttempts(output, p, n, 0).catch(() => undefined))?.last;
+    return { n, failure: { blob: `(partition ${n})`, stage: 'partition', code: listed?.code ?? last?.code ?? 'PartitionFailed', message: shortMessage(listed?.message ?? last?.message ?? 'partition did not complete') } };
+  };
+  const fold = (r: Read): PartInfo => {
+    if ('failure' in r) {
       failuresTotal++;
-      if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(rec);
-      continue;
+      if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(r.failure);
+      return r;
     }
-    addStages(stageMs, summary.stageMs);
-    for (const ms of summary.latenciesMs) counts[LATENCY_BOUNDS_MS.findIndex((b) => ms <= b)]!++;
-    partitionEnds.push([Math.max(0, (Date.parse(summary.endedAt) - t0) / 1000), summary.images]);
-    const res = await readBlob(output, partResultsName(p, n));
-    if (res && res.data.length > 0) {
-      await results.write(res.data);
-      let cocoText = '';
-      for (const line of res.data.toString('utf8').split('\n')) {
-        if (line === '') continue;
-        const r = JSON.parse(line) as ImageResult;
-        imageId++;
-        if ((imageId - 1) % stride === 0 && samples.length < MAX_THUMBNAILS) {
-          samples.push({
-            name: r.source.name,
-            ...(input.job.output.overlays ? { overlay: outputBlobName(p, 'overlays', r.source.name, '.png').slice(p.length) } : {}),
-            width: r.width,
-            height: r.height,
-            detections: r.detections.length,
-            labels: r.detections.length ? r.detections.map((d) => d.label) : (r.classes ?? []).slice(0, 1).map((c) => c.label),
-          });
-        }
-        for (const d of r.detections) {
-          const ann = { image_id: imageId, file_name: r.source.name, category_id: d.category_id, bbox: d.bbox, score: d.score, ...(d.segmentation ? { segmentation: d.segmentation } : {}) };
-          cocoText += `${firstCoco ? '' : ','}\n${JSON.stringify(ann)}`;
-          firstCoco = false;
-        }
-      }
-      await coco.write(cocoText);
-    }
-    const fail = await readBlob(output, partFailuresName(p, n));
-    if (fail && fail.data.length > 0) {
-      await failures.write(fail.data);
-      for (const line of fail.data.toString('utf8').split('\n')) {
-        if (line === '') continue;
-        failuresTotal++;
-        if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(JSON.parse(line) as ReportFailure);
-      }
-    }
+    const sm = r.summary;
+    stats.summaries++;
+    stats.summaryBytes += Buffer.byteLength(JSON.stringify(sm));
+    addStages(stageMs, sm.stageMs);
+    sm.latencyCounts.forEach((c, i) => (latency[i]! += c));
+    partitionEnds.push([Math.max(0, (Date.parse(sm.endedAt) - t0) / 1000), sm.images]);
+    failuresTotal += sm.failed;
+    for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
+    if (r.n % sampleStride === 0) for (const x of sm.samples) if (samples.length < MAX_THUMBNAILS) samples.push(x);
+    return { n: r.n, pieces: sm.pieces };
+  };
+  const infos: PartInfo[] = [];
+  // In rounds, so that at most one round of whole summaries is in memory.
+  for (let first = 0; first < input.partitions; first += SUMMARY_CHUNK) {
+    const ns = Array.from({ length: Math.min(SUMMARY_CHUNK, input.partitions - first) }, (_, i) => first + i);
+    for (const r of await mapLimit(ns, concurrency, readOne)) infos.push(fold(r));
   }
-  await coco.write('\n]\n');
-  await Promise.all([results.commit(), coco.commit(), failures.commit()]);
+  partitionEnds.sort((a, b) => a[0] - b[0]);
+
+  // Pass 2: compose the three files in storage.
+  const composeOpts = { concurrency, stats, ...(opts.maxBlocks ? { maxBlocks: opts.maxBlocks } : {}) };
+  const numbered = (base: string, ext: string) => (i: number | undefined) => `${p}${base}${i === undefined ? '' : `-${String(i).padStart(5, '0')}`}${ext}`;
+  const resultsFiles = await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts);
+  // COCO: '[' + fragments of ',\n{...}' + ']': the first fragment of each file is taken without its comma.
+  const cocoFiles = await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts);
+  const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.
   const { status } = await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt);
@@ -197,18 +209,18 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     input: input.job.input,
     output: { ...input.job.output, jobPrefix: p },
     stageMs,
-    latencyHistogram: { boundsMs: LATENCY_BOUNDS_MS.map((b) => (Number.isFinite(b) ? b : -1)), counts },
+    latencyHistogram: { boundsMs: LATENCY_BOUNDS_MS.map((b) => (Number.isFinite(b) ? b : -1)), counts: latency },
     submittedAt: input.job.submittedAt,
     startedAt: input.startedAt,
     endedAt: input.endedAt,
     wallSeconds: Math.max(0, (Date.parse(input.endedAt) - Date.parse(input.startedAt)) / 1000),
     instanceSeconds: t.activitySeconds,
     cost: estimateCost(t.activitySeconds, costSettings),
-    files: ['results.jsonl', 'coco_results.json', '_failures.jsonl', '_manifest.json', 'report.html'].map((f) => `${p}${f}`),
+    files: [...resultsFiles, ...cocoFiles, ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
   };
   await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds }));
   await writeJson(output, `${p}_manifest.json`, manifest);
-  return manifest;
+  return { ...manifest, stats };
 }
 
 export type { FailureRecord };

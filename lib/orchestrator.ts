@@ -1,11 +1,20 @@
 /**
- * The inferenceJob orchestrator: plan -> fan out partitions (bounded parallelism, retried) -> fan in.
+ * The inferenceJob orchestrator: plan -> fan out partitions in a sliding window (retried) -> fan in.
  * Deterministic: no I/O, no clocks but context.df.currentUtcDateTime, no randomness.
  *
- * History stays small at any job size: activities exchange counts, never blob lists; each
- * generation runs at most `perGeneration` partitions and then continues as new with its totals.
- * Partitions run in waves of `parallel`; fan-in never fails fast: a partition that exhausts its
- * retries is recorded and the others are still awaited; toleratedFailurePercent decides the end.
+ * - Window: `parallel` partitions in flight; as each settles another starts, so a straggler holds
+ *   one slot, not the fleet. Replay schema V3 re-issues every task of a compound task it is given
+ *   (durable-js #574), so the orchestrator never puts a task it already scheduled into a new
+ *   Task.any, nor waits on one alone: it waits on the tasks it just started and a poll timer (its
+ *   interval adapts to how long partitions take, and backs off while nothing settles), and reads
+ *   the others' state when it wakes.
+ * - A partition that ran out of its time budget comes back not done: its continuation takes a slot
+ *   like any partition, without using a retry.
+ * - History stays small at any job size: activities exchange counts, never blob lists; each
+ *   generation runs at most `perGeneration` partitions and continues as new with its totals and at
+ *   most 50 short failure messages (the full list is in _failures.jsonl).
+ * - Fan-in never fails fast: a partition that exhausts its retries is recorded and the others go
+ *   on; toleratedFailurePercent decides the end.
  */
 import * as df from 'durable-functions';
 import type { OrchestrationContext, Task } from 'durable-functions';
@@ -17,6 +26,7 @@ import type { JobStatus } from './jobFolder';
 import { JobSpecSchema, parseJobSpec, type JobSpec } from './jobs';
 import { zodPath } from './fieldPath';
 import { addFailedPartition, addPartition, EMPTY_TOTALS, jobSucceeded, partitionImageCount, progressOf, type JobTotals } from './orchestration';
+import { MESSAGE_CHARS, shortMessage } from './parts';
 
 export const ORCHESTRATOR = 'inferenceJob';
 export const PLAN_ACTIVITY = 'planJob';
@@ -28,17 +38,24 @@ export interface FanOutOptions {
   parallel: number;
   /** Partitions per orchestration generation before continueAsNew. */
   perGeneration: number;
+  /** Longest the window waits before it looks at partitions it is not waiting on (it adapts below this). */
+  pollMs: number;
   retry: { firstRetryMs: number; maxAttempts: number; backoffCoefficient: number; maxRetryMs: number };
 }
 
 export const DEFAULT_FAN_OUT: FanOutOptions = {
   parallel: 32,
   perGeneration: 256,
+  pollMs: 2_000,
   retry: { firstRetryMs: 2_000, maxAttempts: 4, backoffCoefficient: 2, maxRetryMs: 60_000 },
 };
 
-/** Most failed partitions listed by id (the rest are counted). */
-export const MAX_LISTED_FAILURES = 200;
+/** Shortest poll interval of the window. */
+export const MIN_POLL_MS = 20;
+/** Most failed partitions listed by id in orchestration state (the rest are counted; all are in _failures.jsonl). */
+export const MAX_LISTED_FAILURES = 50;
+/** Most UTF-8 bytes the listed failures take in orchestration state. */
+export const LISTED_FAILURES_BYTES = 8 * 1024;
 
 export interface JobState {
   job: JobSpec;
@@ -61,7 +78,7 @@ const RetrySchema = z
     maxRetryMs: z.number().int().min(1).max(86_400_000),
   })
   .strict();
-const OptionsSchema = z.object({ parallel: z.number().int().min(1).max(1000), perGeneration: z.number().int().min(1).max(100_000), retry: RetrySchema }).strict();
+const OptionsSchema = z.object({ parallel: z.number().int().min(1).max(1000), perGeneration: z.number().int().min(1).max(100_000), pollMs: z.number().int().min(MIN_POLL_MS).max(3_600_000), retry: RetrySchema }).strict();
 const count = z.number().int().min(0);
 const StateSchema = z
   .object({
@@ -73,7 +90,7 @@ const StateSchema = z
       .optional(),
     next: count,
     totals: z.object({ partitionsDone: count, partitionsFailed: count, images: count, succeeded: count, failed: count, skipped: count, detections: count, activitySeconds: z.number().min(0) }).strict(),
-    failedPartitions: z.array(z.object({ n: count, code: z.string().max(100), message: z.string().max(1000) }).strict()).max(MAX_LISTED_FAILURES),
+    failedPartitions: z.array(z.object({ n: count, code: z.string().max(100), message: z.string().max(MESSAGE_CHARS) }).strict()).max(MAX_LISTED_FAILURES),
     generation: count,
     startedAt: z.string().datetime(),
   })
@@ -98,7 +115,10 @@ export function parseOrchestratorInput(input: unknown): { job: JobSpec; options:
   if (extra) fail(extra, 'is not a field of the orchestration input');
   const job = parseJobSpec(given.job);
   const o = (given.options ?? {}) as Partial<FanOutOptions>;
-  const options = { ...DEFAULT_FAN_OUT, parallel: job.maxParallelPartitions, ...o, retry: { ...DEFAULT_FAN_OUT.retry, ...o.retry } };
+  const parallel = o.parallel ?? job.maxParallelPartitions;
+  // Generations long next to the window: a straggler idles the window's other slots at most at a generation's end.
+  const perGeneration = o.perGeneration ?? Math.min(100_000, Math.max(DEFAULT_FAN_OUT.perGeneration, 8 * parallel));
+  const options = { ...DEFAULT_FAN_OUT, ...o, parallel, perGeneration, retry: { ...DEFAULT_FAN_OUT.retry, ...o.retry } };
   const r = OptionsSchema.safeParse(options);
   if (!r.success) fail(`options.${zodPath(r.error.issues[0]!.path)}`, r.error.issues[0]!.message);
   return { job, options };
@@ -120,7 +140,24 @@ export function retryOptionsOf(o: FanOutOptions['retry']): df.RetryOptions {
 
 function failureOf(err: unknown): { code: string; message: string } {
   const message = err instanceof Error ? err.message : String(err);
-  return { code: 'PartitionFailed', message: message.slice(0, 1000) };
+  // The SDK gives "<reason> \n <details>": the reason's first line, short.
+  return { code: 'PartitionFailed', message: shortMessage(message) };
+}
+
+/** Whether one more failure fits the listed failures' budget (count and bytes). */
+function fitsListed(listed: readonly PartitionFailure[], f: PartitionFailure): boolean {
+  if (listed.length >= MAX_LISTED_FAILURES) return false;
+  const bytes = listed.reduce((sum, x) => sum + Buffer.byteLength(JSON.stringify(x)), 0);
+  return bytes + Buffer.byteLength(JSON.stringify(f)) <= LISTED_FAILURES_BYTES;
+}
+
+/** A partition (or the rest of one) in the window. */
+interface Slot {
+  n: number;
+  from: number;
+  task: Task;
+  /** Orchestration time it was started at (ms). */
+  since: number;
 }
 
 export function* inferenceJobOrchestrator(context: OrchestrationContext): Generator<Task, JobOutput | undefined, unknown> {
@@ -160,43 +197,71 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   const end = Math.min(plan.partitions, s.next + s.options.perGeneration);
   let totals = s.totals;
   const failed = [...s.failedPartitions];
-  const settle = (task: Task, n: number): void => {
-    const fail = (f: { code: string; message: string }): void => {
-      totals = addFailedPartition(totals, partitionImageCount(n, plan.total, s.job.partitionSize));
-      if (failed.length < MAX_LISTED_FAILURES) failed.push({ n, ...f });
-    };
-    if (task.isFaulted) fail(failureOf(task.result));
-    else {
-      const r = task.result as Outcome<PartitionResult>;
-      // A result is only ever counted for the partition it belongs to: a replay that handed one
-      // task's result to another (a protocol bug) fails the job loudly instead of miscounting.
-      if (r.ok && r.value.n !== n) throw new Error(`ReplayMismatch: the result of partition ${r.value.n} arrived as the result of partition ${n}`);
-      if (r.ok) totals = addPartition(totals, r.value);
-      else fail(r.error);
+  const fail = (n: number, f: { code: string; message: string }): void => {
+    totals = addFailedPartition(totals, partitionImageCount(n, plan.total, s.job.partitionSize));
+    const entry = { n, code: f.code.slice(0, 100), message: shortMessage(f.message) };
+    if (fitsListed(failed, entry)) failed.push(entry);
+  };
+  const window: Slot[] = [];
+  const continuations: { n: number; from: number }[] = [];
+  let nextN = s.next;
+  // The poll interval follows how long partitions take (a tenth of the mean), within [MIN_POLL_MS, pollMs].
+  let observed = 0;
+  let observedMs = 0;
+  const pollMs = (): number => Math.round(Math.min(s.options.pollMs, Math.max(MIN_POLL_MS, observed === 0 ? s.options.pollMs / 5 : observedMs / observed / 10)));
+  const now = (): number => context.df.currentUtcDateTime.getTime();
+  let idlePolls = 0;
+  const settle = (slot: Slot): void => {
+    observed++;
+    observedMs += now() - slot.since;
+    const task = slot.task;
+    if (task.isFaulted) return fail(slot.n, failureOf(task.result));
+    const r = task.result as Outcome<PartitionResult>;
+    if (!r.ok) return fail(slot.n, r.error);
+    // A result is only ever counted for the partition it belongs to: a replay that handed one
+    // task's result to another (a protocol bug) fails the job loudly instead of miscounting.
+    if (r.value.n !== slot.n) throw new Error(`ReplayMismatch: the result of partition ${r.value.n} arrived as the result of partition ${slot.n}`);
+    if (r.value.done === false) {
+      const next = r.value.next;
+      if (!Number.isInteger(next) || next <= slot.from) throw new Error(`partition ${slot.n}: a continuation from ${String(next)} makes no progress (this piece started at ${slot.from})`);
+      continuations.push({ n: slot.n, from: next });
+      return;
     }
+    totals = addPartition(totals, r.value);
   };
   context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
-  for (let first = s.next; first < end; first += s.options.parallel) {
-    const wave: [Task, number][] = [];
-    for (let n = first; n < Math.min(end, first + s.options.parallel); n++) {
-      const input: PartitionInput = { job: partJob, n };
-      wave.push([context.df.callActivityWithRetry(INFER_ACTIVITY, retry, input), n]);
+  for (;;) {
+    // Fill the window: continuations first (they finish partitions), then new partitions.
+    const fresh: Task[] = [];
+    while (window.length < s.options.parallel) {
+      const w = continuations.shift() ?? (nextN < end ? { n: nextN++, from: 0 } : undefined);
+      if (!w) break;
+      const input: PartitionInput = { job: partJob, n: w.n, ...(w.from > 0 ? { from: w.from } : {}), run: s.startedAt, maxAttempts: retry.maxNumberOfAttempts };
+      const task = context.df.callActivityWithRetry(INFER_ACTIVITY, retry, input);
+      window.push({ ...w, task, since: now() });
+      fresh.push(task);
     }
+    if (window.length === 0) break;
+    // Wait for something to settle, always on what was just started (and a poll timer when older
+    // tasks are in flight): the extension's shim issues the next action once the previous one is
+    // done, so the orchestrator must never wait on anything else, such as an older task alone,
+    // or the two would number later tasks differently (a non-deterministic orchestration).
     try {
-      yield context.df.Task.all(wave.map(([t]) => t));
+      if (fresh.length === window.length) yield fresh.length === 1 ? fresh[0]! : context.df.Task.any(fresh);
+      else yield context.df.Task.any([...fresh, context.df.createTimer(new Date(now() + Math.min(s.options.pollMs, pollMs() * Math.min(8, 1.5 ** Math.max(0, idlePolls - 2)))))]);
     } catch {
-      // Task.all fails fast when one partition exhausts its retries. Wait for each of the others on
-      // its own (a scheduled task is never scheduled twice), so one bad partition hides nothing.
-      for (const [t] of wave) {
-        if (t.isCompleted || t.isFaulted) continue;
-        try {
-          yield t;
-        } catch {
-          // recorded by settle below
-        }
-      }
+      // a failed partition: recorded below
     }
-    for (const [t, n] of wave) settle(t, n);
+    const before = window.length;
+    for (let i = 0; i < window.length; ) {
+      const slot = window[i]!;
+      if (slot.task.isCompleted || slot.task.isFaulted) {
+        window.splice(i, 1);
+        settle(slot);
+      } else i++;
+    }
+    // Polls that find nothing settled back off (a straggler alone costs few history events).
+    idlePolls = window.length === before ? idlePolls + 1 : 0;
     context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
   }
 

@@ -16,16 +16,32 @@ import { watchForCancel } from './jobFolder';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from './model';
 import { renderOverlay } from './model/overlay';
 import type { InferParams } from './model/spec';
-import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef } from './storage';
+import {
+  addStages,
+  beginAttempt,
+  combinePieces,
+  earlierPieces,
+  emptyStages,
+  FAILURES_PER_PIECE,
+  LATENCY_BOUNDS_MS,
+  latencyBucket,
+  partSummaryName,
+  pieceFragmentName,
+  pieceSummaryName,
+  recordAttemptError,
+  roundStages,
+  SAMPLES_PER_PIECE,
+  type FailureRecord,
+  type Fragment,
+  type FragmentKind,
+  type ImageSample,
+  type PartitionSummary,
+  type PieceSummary,
+  type Stage,
+} from './parts';
+import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef, type PlanPartition } from './storage';
 
-export type Stage = 'plan' | 'download' | 'decode' | 'infer' | 'write';
-
-export interface FailureRecord {
-  blob: string;
-  stage: Stage;
-  code: string;
-  message: string;
-}
+export type { FailureRecord, PartitionSummary, Stage, StageTimings } from './parts';
 
 export interface ImageResult {
   source: { container: string; name: string; etag: string };
@@ -38,30 +54,6 @@ export interface ImageResult {
   timings: AnalyzedImage['timings'] & { downloadMs: number; writeMs: number };
 }
 
-export interface StageTimings {
-  downloadMs: number;
-  decodeMs: number;
-  inferMs: number;
-  postMs: number;
-  writeMs: number;
-}
-
-export interface PartitionSummary {
-  n: number;
-  images: number;
-  succeeded: number;
-  failed: number;
-  skipped: number;
-  detections: number;
-  /** Sum over images of each stage's time (stages overlap across images). */
-  stageMs: StageTimings;
-  wallMs: number;
-  startedAt: string;
-  endedAt: string;
-  /** Per-image end-to-end latencies in ms (for the report's histogram). */
-  latenciesMs: number[];
-}
-
 export interface PartitionDeps {
   input: ContainerClient;
   output: ContainerClient;
@@ -70,37 +62,30 @@ export interface PartitionDeps {
   ioConcurrency: number;
   maxImageBytes: number;
   maxImagePixels: number;
+  /** A piece stops taking new images once it has run this long (default: no limit). */
+  budgetMs?: number;
 }
 
 export interface PartitionTask {
   jobId: string;
   jobPrefix: string;
   n: number;
+  /** First image of the partition this piece starts at (a continuation's is past 0). */
+  from?: number;
   /** The model version the job's plan pinned. */
   model: { name: string } & ModelVersion;
   params: InferParams;
   overlays: boolean;
   skipExisting: boolean;
+  /** This run of the job (attempts are counted per run) and the attempts it allows each piece. */
+  run?: string;
+  maxAttempts?: number;
 }
 
-export function partsPrefix(jobPrefix: string): string {
-  return `${jobPrefix}_parts/`;
-}
-export function partSummaryName(jobPrefix: string, n: number): string {
-  return `${partsPrefix(jobPrefix)}${n}.json`;
-}
-export function partResultsName(jobPrefix: string, n: number): string {
-  return `${partsPrefix(jobPrefix)}${n}.results.jsonl`;
-}
-/** Written (if absent) when an attempt of partition n starts: no marker, no earlier results. */
-export function partStartedName(jobPrefix: string, n: number): string {
-  return `${partsPrefix(jobPrefix)}${n}.started`;
-}
-export function partFailuresName(jobPrefix: string, n: number): string {
-  return `${partsPrefix(jobPrefix)}${n}.failures.jsonl`;
-}
+/** A piece's end: the partition is complete, or it goes on from `next` in a continuation. */
+export type PieceResult = { done: true; summary: PartitionSummary; resumed: boolean } | { done: false; next: number; piece: PieceSummary };
 
-type Outcome = { kind: 'ok' | 'skipped'; line: string; detections: number; latency: number; t?: ImageResult['timings'] } | { kind: 'failed'; failure: FailureRecord; latency: number };
+type Outcome = { kind: 'ok' | 'skipped'; result: ImageResult; line: string; latency: number; t?: ImageResult['timings'] } | { kind: 'failed'; failure: FailureRecord; latency: number };
 
 /** Errors that mean "this image", as opposed to "this partition, try again". */
 function perImage(err: unknown): err is LakeInferError {
@@ -123,7 +108,7 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
       throw err;
     });
     if (existing && existing.source.etag === blob.etag && existing.model.etag === model.etag) {
-      return { kind: 'skipped', line: JSON.stringify(existing), detections: existing.detections.length, latency: performance.now() - t0 };
+      return { kind: 'skipped', result: existing, line: JSON.stringify(existing), latency: performance.now() - t0 };
     }
   }
   if (blob.size > deps.maxImageBytes) {
@@ -179,68 +164,150 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
     if (perImage(e)) return fail('write', e);
     throw e;
   }
-  return { kind: 'ok', line: JSON.stringify(result), detections: analyzed.detections.length, latency: performance.now() - t0, t: result.timings };
+  return { kind: 'ok', result, line: JSON.stringify(result), latency: performance.now() - t0, t: result.timings };
 }
 
-/** Runs one partition. Throws only retryable, partition-level errors. */
-export async function inferPartition(deps: PartitionDeps, task: PartitionTask): Promise<PartitionSummary> {
+/** The COCO annotations of one result, each written ',\n{...}' so that fragments compose. */
+function cocoLines(r: ImageResult, imageId: number): string {
+  let text = '';
+  for (const d of r.detections) {
+    text += `,\n${JSON.stringify({ image_id: imageId, file_name: r.source.name, category_id: d.category_id, bbox: d.bbox, score: d.score, ...(d.segmentation ? { segmentation: d.segmentation } : {}) })}`;
+  }
+  return text;
+}
+
+function sampleOf(task: PartitionTask, r: ImageResult): ImageSample {
+  return {
+    name: r.source.name,
+    ...(task.overlays ? { overlay: outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png').slice(task.jobPrefix.length) } : {}),
+    width: r.width,
+    height: r.height,
+    detections: r.detections.length,
+    labels: r.detections.length ? r.detections.map((d) => d.label) : (r.classes ?? []).slice(0, 1).map((c) => c.label),
+  };
+}
+
+/**
+ * Runs one piece of a partition: its images from `task.from` until the end, or until the time
+ * budget runs out (at least one image each time). Throws only retryable, partition-level errors.
+ * A partition whose summary exists for the same model and plan is not run again (resume); a piece
+ * attempted more than maxAttempts times in this run fails for good (AttemptsExhausted), so that a
+ * message delivered again after its retries were spent cannot run for ever.
+ */
+export async function inferPartition(deps: PartitionDeps, task: PartitionTask): Promise<PieceResult> {
   const startedAt = new Date();
   const t0 = performance.now();
+  const from = task.from ?? 0;
   const plan = await readPlan(deps.output, task.jobPrefix, task.n);
+  const modelPin = { etag: task.model.etag, jsonEtag: task.model.jsonEtag };
+  if (task.skipExisting) {
+    const done = await readJson<PartitionSummary>(deps.output, partSummaryName(task.jobPrefix, task.n));
+    if (done && done.planEtag === plan.etag && done.model?.etag === modelPin.etag && done.model.jsonEtag === modelPin.jsonEtag) return { done: true, summary: done, resumed: true };
+  }
+  const run = task.run ?? 'unversioned';
+  const attempt = await beginAttempt(deps.output, task.jobPrefix, task.n, from, run);
+  if (task.maxAttempts !== undefined && attempt.count > task.maxAttempts) {
+    const last = attempt.last ? `; the last failure: ${attempt.last.code}: ${attempt.last.message}` : '';
+    throw new LakeInferError('AttemptsExhausted', `partition ${task.n}${from > 0 ? ` (from image ${from})` : ''} was attempted ${attempt.count} times, more than its ${task.maxAttempts} attempts${last}`, { target: `partition ${task.n}` });
+  }
+  try {
+    return await runPiece(deps, task, plan, from, attempt.startedBefore, startedAt, t0, modelPin);
+  } catch (err) {
+    if (isLakeInferError(err) && err.retryable) await recordAttemptError(deps.output, task.jobPrefix, task.n, from, run, err.code, err.message);
+    else if (!isLakeInferError(err)) await recordAttemptError(deps.output, task.jobPrefix, task.n, from, run, 'Internal', ensureErrorType(err).message);
+    throw err;
+  }
+}
+
+async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPartition & { etag: string }, from: number, startedBefore: boolean, startedAt: Date, t0: number, modelPin: PartitionSummary['model']): Promise<PieceResult> {
   const model = await deps.cache.get(deps.models, task.model.name, task.model);
-  // Results can only exist if an earlier attempt of this partition started: the first attempt of a
-  // new job skips the per-image look-ups that skipExisting would otherwise cost.
-  const firstAttempt = await writeBlob(deps.output, partStartedName(task.jobPrefix, task.n), '', { ifNotExists: true });
-  const lookForExisting = task.skipExisting && !firstAttempt;
+  // Results can only exist if an earlier attempt of this piece started (in this run of the job or
+  // an earlier one): a new piece skips the per-image look-ups that skipExisting would otherwise cost.
+  const lookForExisting = task.skipExisting && startedBefore;
   // A cancelled job stops taking images; what was written stays.
   const cancel = await watchForCancel(deps.output, task.jobPrefix);
-  let outcomes: Outcome[];
+  const blobs = plan.blobs.slice(from);
+  const deadline = deps.budgetMs === undefined ? Number.POSITIVE_INFINITY : t0 + deps.budgetMs;
+  let started = 0;
+  let outcomes: (Outcome | undefined)[];
   try {
-    outcomes = await mapLimit(plan.blobs, deps.ioConcurrency, async (blob) => (cancel.cancelled ? undefined : processImage(deps, task, model, blob, lookForExisting))).then((all) => {
-      if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
-      return all as Outcome[];
+    outcomes = await mapLimit(blobs, deps.ioConcurrency, async (blob) => {
+      if (cancel.cancelled) return undefined;
+      // Out of time: stop taking images (after at least one, so that every piece makes progress).
+      if (started > 0 && performance.now() >= deadline) return undefined;
+      started++;
+      return processImage(deps, task, model, blob, lookForExisting);
     });
+    if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
   } finally {
     cancel.stop();
   }
+  // Images are taken in order, so the ones done are a prefix of the piece.
+  const count = outcomes.findIndex((o) => o === undefined);
+  const done = (count < 0 ? outcomes : outcomes.slice(0, count)) as Outcome[];
+  const to = from + done.length;
 
-  const stageMs: StageTimings = { downloadMs: 0, decodeMs: 0, inferMs: 0, postMs: 0, writeMs: 0 };
+  const stageMs = emptyStages();
+  const latencyCounts = new Array<number>(LATENCY_BOUNDS_MS.length).fill(0);
   const lines: string[] = [];
+  let coco = '';
   const failures: FailureRecord[] = [];
+  const samples: ImageSample[] = [];
+  const good = done.filter((o) => o.kind !== 'failed').length;
+  const stride = Math.max(1, Math.ceil(good / SAMPLES_PER_PIECE));
   let detections = 0;
-  for (const o of outcomes) {
+  let k = 0;
+  done.forEach((o, i) => {
+    latencyCounts[latencyBucket(o.latency)]!++;
     if (o.kind === 'failed') {
       failures.push(o.failure);
-      continue;
+      return;
     }
     lines.push(o.line);
-    detections += o.detections;
+    coco += cocoLines(o.result, plan.first + from + i + 1);
+    detections += o.result.detections.length;
+    if (k++ % stride === 0 && samples.length < SAMPLES_PER_PIECE) samples.push(sampleOf(task, o.result));
     if (o.t) addStages(stageMs, o.t);
-  }
+  });
   roundStages(stageMs);
-  await writeBlob(deps.output, partResultsName(task.jobPrefix, task.n), lines.length ? `${lines.join('\n')}\n` : '');
-  await writeBlob(deps.output, partFailuresName(task.jobPrefix, task.n), failures.length ? `${failures.map((f) => JSON.stringify(f)).join('\n')}\n` : '');
-  const summary: PartitionSummary = {
+  const write = async (kind: FragmentKind, text: string): Promise<Fragment> => {
+    const body = Buffer.from(text, 'utf8');
+    const etag = await writeBlob(deps.output, pieceFragmentName(task.jobPrefix, task.n, from, kind), body);
+    return { bytes: body.length, etag: etag as string };
+  };
+  const [results, cocoFrag, failuresFrag] = await Promise.all([
+    write('results', lines.length ? `${lines.join('\n')}\n` : ''),
+    write('coco', coco),
+    write('failures', failures.length ? `${failures.map((f) => JSON.stringify(f)).join('\n')}\n` : ''),
+  ]);
+  const piece: PieceSummary = {
     n: task.n,
-    images: plan.blobs.length,
-    succeeded: outcomes.filter((o) => o.kind === 'ok').length,
+    from,
+    to,
+    images: done.length,
+    succeeded: done.filter((o) => o.kind === 'ok').length,
     failed: failures.length,
-    skipped: outcomes.filter((o) => o.kind === 'skipped').length,
+    skipped: done.filter((o) => o.kind === 'skipped').length,
     detections,
     stageMs,
     wallMs: round1(performance.now() - t0),
     startedAt: startedAt.toISOString(),
     endedAt: new Date().toISOString(),
-    latenciesMs: outcomes.map((o) => round1(o.latency)),
+    latencyCounts,
+    samples,
+    failureHead: failures.slice(0, FAILURES_PER_PIECE),
+    fragments: { from, to, results, coco: cocoFrag, failures: failuresFrag },
   };
+  if (to < plan.blobs.length) {
+    await writeJson(deps.output, pieceSummaryName(task.jobPrefix, task.n, from), piece);
+    return { done: false, next: to, piece };
+  }
+  const pieces = from === 0 ? [piece] : [...(await earlierPieces(deps.output, task.jobPrefix, task.n, from)), piece];
+  const covered = pieces.reduce((at, p) => (at === p.from ? p.to : -1), 0);
+  if (covered !== plan.blobs.length) {
+    throw new LakeInferError('PlanInvalid', `partition ${task.n}: its pieces do not cover images 0-${plan.blobs.length} (${pieces.map((p) => `${p.from}-${p.to}`).join(', ')})`, { retryable: true });
+  }
+  const summary = combinePieces(task.n, pieces, modelPin, plan.etag);
   await writeJson(deps.output, partSummaryName(task.jobPrefix, task.n), summary);
-  return summary;
-}
-
-export function addStages(into: StageTimings, from: StageTimings): void {
-  for (const k of Object.keys(into) as (keyof StageTimings)[]) into[k] += from[k];
-}
-
-export function roundStages(t: StageTimings): void {
-  for (const k of Object.keys(t) as (keyof StageTimings)[]) t[k] = round1(t[k]);
+  return { done: true, summary, resumed: false };
 }

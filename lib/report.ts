@@ -5,16 +5,10 @@
  * latency histogram, model and parameters. Its size is bounded whatever the job size.
  */
 import type { Manifest } from './finalize';
+import type { ImageSample } from './parts';
 
-export interface ReportSample {
-  name: string;
-  /** Path of the overlay relative to the report (URL-encoded here, not by the caller). */
-  overlay?: string;
-  width: number;
-  height: number;
-  detections: number;
-  labels: string[];
-}
+/** An image shown in the report (chosen by its partition). */
+export type ReportSample = ImageSample;
 
 export interface ReportFailure {
   blob: string;

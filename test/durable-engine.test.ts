@@ -331,7 +331,7 @@ describe('property: the real job orchestrator under any delivery schedule', () =
             throw new Error(`transient failure ${seen + 1} of partition ${n}`);
           }
           const images = n === PARTITIONS - 1 ? 7 : 10;
-          return { ok: true, value: { n, images, succeeded: images, failed: 0, skipped: 0, detections: n * 1000 + images, wallMs: 1 } };
+          return { ok: true, value: { n, done: true, images, succeeded: images, failed: 0, skipped: 0, detections: n * 1000 + images, wallMs: 1 } };
         })],
         ['finalizeJob', fake('finalizeJob', (i) => {
           finalInput = i as { failedPartitions: JobState['failedPartitions'] };

@@ -8,7 +8,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { resetSettingsCache } from '../lib/config';
 import { DurableEngine, type ActivityRunner } from '../lib/local/durable';
 import type { RegisteredFunction } from '../lib/local/functionsHost';
-import { cancelJob, jobStatus, submitJob } from '../lib/api';
+import { cancelJob, jobStatus, purgeJob, submitJob, type JobView } from '../lib/api';
 import { parseJobRequest } from '../lib/jobs';
 import { closeDefaultActivities } from '../lib/activities';
 import type { Manifest } from '../lib/finalize';
@@ -110,7 +110,7 @@ describe('a whole job', () => {
     assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl']);
     assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
     assert.equal(names.filter((n) => n.startsWith('_plan/')).length, 9);
-    assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 4, 'summary, results, failures and started marker per partition');
+    assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 5, 'per partition: its summary, and the results, COCO and failures fragments and attempts record of its one piece');
   });
 
   test('partitions failing then succeeding on retry: every result present exactly once', async () => {
@@ -246,7 +246,7 @@ describe('the job API over the engine', () => {
     e.close();
   });
 
-  test('cancel mid-job: terminated, outputs written so far intact', async () => {
+  test('cancel mid-job: 202 with the job cancelling, then cancelled; running partitions stop at their next image; outputs written so far intact; purge forgets the finished job, never a running one', async () => {
     let release: () => void = () => undefined;
     const gate = new Promise<void>((r) => (release = r));
     const e = engine(async (name, inp, _a, go) => {
@@ -254,19 +254,28 @@ describe('the job API over the engine', () => {
       return go();
     });
     const base = 'http://127.0.0.1:7071';
-    await submitJob(e, request('job-cancel'), base);
+    const opts = { storage: async () => az.service };
+    await submitJob(e, request('job-cancel'), base, opts);
     const out = az.service.getContainerClient('results');
     for (let i = 0; i < 200 && !(await readBlob(out, 'runs/job-cancel/_parts/2.json')); i++) await new Promise((r) => setTimeout(r, 50));
     const before = (await listAllBlobs(out, { prefix: 'runs/job-cancel/results/' })).length;
     assert.equal(before, 9, 'the first three partitions finished');
-    const c = await cancelJob(e, 'job-cancel', base);
+    assert.equal((await purgeJob(e, 'job-cancel')).status, 409, 'a running job keeps its history');
+    const c = await cancelJob(e, 'job-cancel', base, opts);
     assert.equal(c.status, 202);
-    // Terminate is a message, as on Azure: the instance ends when the engine processes it.
+    // Terminate is a message, as on Azure: the job reads 'cancelling' until the engine processes it.
+    assert.deepEqual([(c.body as JobView).runtimeStatus, (c.body as JobView).status], ['Running', 'cancelling']);
     assert.equal((await e.waitFor('job-cancel', 10_000)).runtimeStatus, 'Terminated');
+    assert.equal(((await jobStatus(e, 'job-cancel', base, opts)).body as JobView).status, 'cancelled');
     release();
-    await new Promise((r) => setTimeout(r, 300));
+    await e.drain();
     assert.equal((await e.status('job-cancel'))!.runtimeStatus, 'Terminated');
     assert.ok((await listAllBlobs(out, { prefix: 'runs/job-cancel/results/' })).length >= before, 'nothing written was lost');
+    const purged = await purgeJob(e, 'job-cancel');
+    assert.deepEqual([purged.status, (purged.body as { purged: boolean }).purged], [200, true]);
+    assert.equal((await jobStatus(e, 'job-cancel', base)).status, 404, 'its history is gone');
+    assert.ok(await readBlob(out, 'runs/job-cancel/_job.json'), 'its folder stays');
+    assert.equal((await purgeJob(e, 'job-cancel')).status, 404);
     e.close();
   });
 });

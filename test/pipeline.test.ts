@@ -4,7 +4,8 @@ import { readFile } from 'node:fs/promises';
 import type { ContainerClient } from '@azure/storage-blob';
 import { ModelCache } from '../lib/model';
 import { bundledTextDetectorPath, CATALOG } from '../lib/model/catalog';
-import { inferPartition, partFailuresName, partResultsName, partSummaryName, type FailureRecord, type ImageResult, type PartitionDeps, type PartitionTask } from '../lib/pipeline';
+import { inferPartition, type FailureRecord, type ImageResult, type PartitionDeps, type PartitionSummary, type PartitionTask } from '../lib/pipeline';
+import { partSummaryName, pieceFragmentName } from '../lib/parts';
 import { jobPrefix, listAllBlobs, outputBlobName, readBlob, readJson, writeBlob, writeJson, writePlan } from '../lib/storage';
 import { renderTextScene } from '../lib/local/textImages';
 import { Canvas } from './helpers/images';
@@ -23,6 +24,14 @@ describe('inferPartition on Azurite with the real text detector', () => {
   const bad: Record<string, string> = { 'docs/empty.jpg': 'ImageEmpty', 'docs/corrupt.jpg': 'ImageDecodeFailed', 'docs/notes.png': 'ImageDecodeFailed', 'docs/huge.png': 'ImageTooLarge' };
   let pinned: PartitionTask['model'];
   const task = (n: number, over: Partial<PartitionTask> = {}): PartitionTask => ({ jobId: 'job-p', jobPrefix: prefix, n, model: pinned, params: {}, overlays: true, skipExisting: false, ...over });
+  /** Runs a whole partition (one piece: no time budget here). */
+  const whole = async (t: PartitionTask): Promise<PartitionSummary & { resumed: boolean }> => {
+    const r = await inferPartition(deps, t);
+    assert.equal(r.done, true);
+    return { ...(r as { summary: PartitionSummary }).summary, resumed: (r as { resumed: boolean }).resumed };
+  };
+  const partFailuresName = (p: string, n: number) => pieceFragmentName(p, n, 0, 'failures');
+  const partResultsName = (p: string, n: number) => pieceFragmentName(p, n, 0, 'results');
 
   before(async () => {
     input = az.service.getContainerClient(uniqueContainer('in'));
@@ -51,8 +60,8 @@ describe('inferPartition on Azurite with the real text detector', () => {
   after(() => cache.close());
 
   test('every image gets a result or a failure, never both, never neither', async () => {
-    const s0 = await inferPartition(deps, task(0));
-    const s1 = await inferPartition(deps, task(1));
+    const s0 = await whole(task(0));
+    const s1 = await whole(task(1));
     assert.equal(s0.images + s1.images, 8);
     assert.equal(s0.succeeded + s1.succeeded, good.length);
     assert.equal(s0.failed + s1.failed, Object.keys(bad).length);
@@ -84,7 +93,7 @@ describe('inferPartition on Azurite with the real text detector', () => {
   test('a rerun (activity retry) overwrites the same outputs: nothing duplicated or lost', async () => {
     const before = (await listAllBlobs(output, { prefix })).map((b) => b.name).sort();
     const results0 = (await readBlob(output, partResultsName(prefix, 0)))!.data.toString();
-    const again = await inferPartition(deps, task(0));
+    const again = await whole(task(0));
     const after = (await listAllBlobs(output, { prefix })).map((b) => b.name).sort();
     assert.deepEqual(after, before);
     const rerun = (await readBlob(output, partResultsName(prefix, 0)))!.data.toString();
@@ -92,11 +101,32 @@ describe('inferPartition on Azurite with the real text detector', () => {
     assert.deepEqual(sources(rerun), sources(results0));
     assert.equal(new Set(sources(rerun)).size, sources(rerun).length);
     const summary = await readJson(output, partSummaryName(prefix, 0));
-    assert.deepEqual(summary, again);
+    assert.deepEqual({ ...(summary as object), resumed: false }, again);
   });
 
-  test('skipExisting skips images whose result carries the same source ETag, and redoes the others', async () => {
-    const first = await inferPartition(deps, task(0, { skipExisting: true }));
+  test('skipExisting: a complete partition (same model, same plan) is not run again, without touching its images', async () => {
+    const stored = (await readJson<PartitionSummary>(output, partSummaryName(prefix, 0)))!;
+    // Its results gone: a partition-level resume does not even look at them.
+    const plan0 = (await readJson<{ blobs: { name: string; etag: string }[] }>(output, `${prefix}_plan/0.json`))!;
+    const [g1] = plan0.blobs.map((b) => b.name).filter((n) => good.includes(n));
+    const kept = (await readBlob(output, outputBlobName(prefix, 'results', g1!, '.json')))!;
+    await output.getBlobClient(outputBlobName(prefix, 'results', g1!, '.json')).delete();
+    const r = await whole(task(0, { skipExisting: true }));
+    assert.equal(r.resumed, true);
+    assert.deepEqual({ ...r, resumed: undefined }, { ...stored, resumed: undefined });
+    assert.equal(await readBlob(output, outputBlobName(prefix, 'results', g1!, '.json')), undefined, 'not recomputed');
+    await writeBlob(output, outputBlobName(prefix, 'results', g1!, '.json'), kept.data);
+    // A summary made with another model version (or plan) is not this partition's: it runs again.
+    await writeJson(output, partSummaryName(prefix, 0), { ...stored, model: { ...stored.model, etag: '0xOTHER' } });
+    const again = await whole(task(0, { skipExisting: true }));
+    assert.equal(again.resumed, false);
+    assert.equal(again.model.etag, pinned.etag);
+  });
+
+  test('skipExisting: a partial partition (no summary) skips images whose result carries the same source ETag, and redoes the others', async () => {
+    await output.getBlobClient(partSummaryName(prefix, 0)).delete();
+    const first = await whole(task(0, { skipExisting: true }));
+    assert.equal(first.resumed, false);
     assert.equal(first.succeeded, 0);
     const done = first.skipped;
     assert.ok(done >= 2, `skipped ${done}`);
@@ -106,12 +136,42 @@ describe('inferPartition on Azurite with the real text detector', () => {
     await output.getBlobClient(outputBlobName(prefix, 'results', g1!, '.json')).delete();
     const stale = (await readJson<ImageResult>(output, outputBlobName(prefix, 'results', g2!, '.json')))!;
     await writeJson(output, outputBlobName(prefix, 'results', g2!, '.json'), { ...stale, source: { ...stale.source, etag: '"0xOLD"' } });
-    const second = await inferPartition(deps, task(0, { skipExisting: true }));
+    await output.getBlobClient(partSummaryName(prefix, 0)).delete();
+    const second = await whole(task(0, { skipExisting: true }));
     assert.equal(second.succeeded, 2);
     assert.equal(second.skipped, done - 2);
     for (const g of [g1!, g2!]) {
       const r = await readJson<ImageResult>(output, outputBlobName(prefix, 'results', g, '.json'));
       assert.equal(r!.source.etag, plan0.blobs.find((b) => b.name === g)!.etag);
     }
+  });
+
+  test('a time budget ends a piece early; continuations finish the partition; the summary covers every image once', async () => {
+    const slow = { ...deps, budgetMs: 1, ioConcurrency: 1 };
+    const t = task(0, { jobPrefix: jobPrefix('runs/', 'job-budget'), run: 'r1' });
+    await writePlan(input, output, { jobId: 'job-budget', jobPrefix: t.jobPrefix, partitionSize: 5, extensions: ['.jpg', '.png'], model: pinned });
+    const froms: number[] = [];
+    let r = await inferPartition(slow, t);
+    for (let guard = 0; !r.done && guard < 10; guard++) {
+      froms.push(r.next);
+      assert.equal(r.piece.images, 1, 'one image per piece at a 1 ms budget');
+      r = await inferPartition(slow, { ...t, from: r.next });
+    }
+    assert.equal(r.done, true);
+    assert.deepEqual(froms, [1, 2, 3, 4]);
+    const s = (r as { summary: PartitionSummary }).summary;
+    assert.equal(s.images, 5);
+    assert.deepEqual(s.pieces.map((p) => [p.from, p.to]), [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]);
+    const lines = (await Promise.all(s.pieces.map(async (p) => (p.results.bytes ? (await readBlob(output, pieceFragmentName(t.jobPrefix, 0, p.from, 'results')))!.data.toString() : '')))).join('').split('\n').filter(Boolean);
+    assert.equal(lines.length, s.succeeded);
+  });
+
+  test('attempts are counted in storage: past maxAttempts a piece fails for good (AttemptsExhausted) instead of running again', async () => {
+    const t = task(1, { run: 'run-attempts', maxAttempts: 2 });
+    await whole(t);
+    await whole(t);
+    await assert.rejects(inferPartition(deps, t), (err: unknown) => (err as { code?: string }).code === 'AttemptsExhausted' && /attempted 3 times, more than its 2 attempts/.test((err as Error).message));
+    // A new run of the job counts from one again.
+    assert.equal((await whole({ ...t, run: 'run-2' })).images, 3);
   });
 });

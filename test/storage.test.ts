@@ -208,7 +208,8 @@ describe('edge containers', () => {
   test('ifNotExists never overwrites what is already written', async () => {
     const c = az.service.getContainerClient(uniqueContainer('once'));
     await c.create();
-    assert.equal(await writeBlob(c, 'r.json', '{"v":1}', { ifNotExists: true }), true);
+    const etag = await writeBlob(c, 'r.json', '{"v":1}', { ifNotExists: true });
+    assert.equal(etag, (await readBlob(c, 'r.json'))!.etag, 'written: its new ETag');
     assert.equal(await writeBlob(c, 'r.json', '{"v":2}', { ifNotExists: true }), false);
     assert.deepEqual(await readJson(c, 'r.json'), { v: 1 });
   });

@@ -8,10 +8,12 @@
  *   { type: 'flushed', id }: the host flushes before it acknowledges a job.
  * - A lock file in the data folder names this process while it runs, so that a restarted host can
  *   wait for a shutting-down predecessor instead of opening the folder twice.
+ * - Put Block From URL, which Azurite lacks, is added (azuriteBlockFromUrl.ts).
  * Arguments are Azurite's own.
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { installPutBlockFromUrl } from './azuriteBlockFromUrl';
 import { LOCK_FILE } from './azuriteLock';
 
 interface LokiDb {
@@ -62,5 +64,7 @@ process.on('disconnect', () => {
   setTimeout(() => process.exit(0), 60_000).unref();
 });
 
+// Put Block From URL, which Azurite lacks and finalize uses (see azuriteBlockFromUrl.ts).
+installPutBlockFromUrl(azuriteRoot);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 require(join(azuriteRoot, 'dist', 'src', 'azurite.js'));

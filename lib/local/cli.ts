@@ -5,7 +5,8 @@
  *   lakeinfer submit  FILE|- [--wait]                              POST a job request (JSON)
  *   lakeinfer status  JOB_ID [--watch]                             show (or follow) a job's progress
  *   lakeinfer results JOB_ID [--out DIR]                           print the summary; download the outputs
- *   lakeinfer cancel  JOB_ID                                       terminate a running job
+ *   lakeinfer cancel  JOB_ID                                       cancel a running job (it stops at its partitions' next image)
+ *   lakeinfer purge   JOB_ID                                       delete a finished job's orchestration history (outputs stay)
  *   lakeinfer report  JOB_ID [--out DIR] [--open]                  download report.html (with overlays) and open it
  * Options for the API: --url URL (or LAKEINFER_URL; default http://127.0.0.1:7071), --key KEY
  * (or LAKEINFER_KEY: the function key of a deployed app). `results --out` reads the output
@@ -19,7 +20,7 @@ import type { JobView } from '../api';
 import type { Manifest } from '../finalize';
 import { maskConnectionString, readBlob } from '../storage';
 import { downloadOutputs } from './outputs';
-import { cancel, progressLine, status, submit, watch, type ApiOptions } from './client';
+import { cancel, progressLine, purge, status, submit, watch, type ApiOptions } from './client';
 import { startLocalHost } from './host';
 
 interface Args {
@@ -134,6 +135,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       out(summary(await cancel(api, need(a, 0, 'JOB_ID'))));
       return 0;
     }
+    case 'purge': {
+      const r = await purge(api, need(a, 0, 'JOB_ID'));
+      out(`${r.jobId}: ${r.purged ? 'history purged' : 'no history to purge'}; ${r.note}`);
+      return 0;
+    }
     case 'results': {
       const v = await status(api, need(a, 0, 'JOB_ID'));
       out(summary(v));
@@ -182,6 +188,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
           'lakeinfer status  JOB_ID [--watch]',
           'lakeinfer results JOB_ID [--out DIR] [--storage CONNECTION_STRING]',
           'lakeinfer cancel  JOB_ID',
+          'lakeinfer purge   JOB_ID',
           'lakeinfer report  JOB_ID [--out DIR] [--open] [--storage CONNECTION_STRING]',
           'API: --url URL (LAKEINFER_URL, default http://127.0.0.1:7071), --key KEY (LAKEINFER_KEY)',
         ].join('\n'),

@@ -1,6 +1,6 @@
 /**
  * A small client of the job API (the local host or a deployed Function App): submit, status,
- * watch with a progress bar, cancel.
+ * watch with a progress bar, cancel, purge a finished job's history.
  */
 import type { JobView } from '../api';
 
@@ -51,6 +51,12 @@ export async function cancel(opts: ApiOptions, jobId: string): Promise<JobView> 
   const r = await call(opts, 'DELETE', `/api/jobs/${encodeURIComponent(jobId)}`);
   if (r.status !== 202) throw new ApiError(r.status, r.body);
   return r.body as JobView;
+}
+
+export async function purge(opts: ApiOptions, jobId: string): Promise<{ jobId: string; purged: boolean; note: string }> {
+  const r = await call(opts, 'DELETE', `/api/jobs/${encodeURIComponent(jobId)}/history`);
+  if (r.status !== 200) throw new ApiError(r.status, r.body);
+  return r.body as { jobId: string; purged: boolean; note: string };
 }
 
 const TERMINAL = ['Completed', 'Failed', 'Terminated', 'Canceled'];

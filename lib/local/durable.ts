@@ -99,6 +99,8 @@ export interface EngineOptions {
   runActivity?: ActivityRunner;
   /** Called after every change of an instance (the local host persists it). */
   onChange?: (record: InstanceRecord) => void | Promise<void>;
+  /** Called when an instance's history is purged (the local host deletes its saved record). */
+  onPurge?: (instanceId: string) => void | Promise<void>;
   log?: (message: string) => void;
   /** Messages per episode: a fixed count (1..32) or 'random' (1..32, seeded; the default). */
   batch?: number | 'random';
@@ -252,6 +254,18 @@ export class DurableEngine implements JobClient {
       });
       this.waiters.set(instanceId, list);
     });
+  }
+
+  /**
+   * Deletes a finished instance's history (purgeInstanceHistory): false when there is no such
+   * instance or it is still running.
+   */
+  async purge(instanceId: string): Promise<boolean> {
+    const r = this.instances.get(instanceId);
+    if (!r || isActive(r.runtimeStatus)) return false;
+    this.instances.delete(instanceId);
+    await this.opts.onPurge?.(instanceId);
+    return true;
   }
 
   record(instanceId: string): InstanceRecord | undefined {

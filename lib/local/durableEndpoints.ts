@@ -67,6 +67,16 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
       return send(res, 202, undefined);
     }
     m = /^instances\/([^/]+)$/.exec(path);
+    if (m && req.method === 'DELETE') {
+      // Purge a finished instance's history: 200 with the count, 404 when there is none.
+      const id = decodeSegment(m[1]!, 'instance id');
+      const s = await engine.status(id);
+      if (!s) return send(res, 404, { message: `no instance '${id}'` });
+      if (ACTIVE.includes(s.runtimeStatus)) return send(res, 409, { message: `instance '${id}' is ${s.runtimeStatus}; only finished instances can be purged` });
+      const purged = await engine.purge(id);
+      await opts.beforeAcknowledge?.();
+      return send(res, 200, { instancesDeleted: purged ? 1 : 0 });
+    }
     if (m && req.method === 'GET') {
       const id = decodeSegment(m[1]!, 'instance id');
       const s = await engine.status(id);

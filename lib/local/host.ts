@@ -117,6 +117,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     maxConcurrentActivities: size,
     runActivity: (name, input, _attempt, _run, signal) => pool.run(name, input, { signal, ...(opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}) }),
     onChange: (rec: InstanceRecord) => store.save(rec),
+    onPurge: (id: string) => store.delete(id),
     log: (m) => log(m),
   });
   for (const rec of await store.loadAll()) {

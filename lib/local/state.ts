@@ -24,6 +24,13 @@ export class InstanceStore {
     return next.then(() => undefined);
   }
 
+  /** Deletes an instance's record (after what was queued for it is written). */
+  async delete(instanceId: string): Promise<void> {
+    await this.chains.get(instanceId);
+    this.chains.delete(instanceId);
+    await this.container.getBlobClient(`${encodeURIComponent(instanceId)}.json`).deleteIfExists();
+  }
+
   async loadAll(): Promise<InstanceRecord[]> {
     const blobs = await listAllBlobs(this.container, { extensions: ['.json'] });
     const out: InstanceRecord[] = [];

@@ -20,26 +20,31 @@ export interface WriteOptions {
   metadata?: Record<string, string>;
   /** Only write when no blob exists with this name (returns false instead of overwriting). */
   ifNotExists?: boolean;
+  /** Only write over the blob with this ETag (returns false when it changed). */
+  ifMatch?: string;
 }
 
-/** Writes a whole blob with its content type. Returns false when ifNotExists and the blob already existed. */
-export async function writeBlob(container: ContainerClient, name: string, body: string | Buffer, opts: WriteOptions = {}): Promise<boolean> {
+/**
+ * Writes a whole blob with its content type. Returns its new ETag, or false when ifNotExists (or
+ * ifMatch) and the blob was not in the state asked for.
+ */
+export async function writeBlob(container: ContainerClient, name: string, body: string | Buffer, opts: WriteOptions = {}): Promise<string | false> {
   assertAddressable(name);
   const data = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   try {
-    await container.getBlockBlobClient(name).uploadData(data, {
+    const res = await container.getBlockBlobClient(name).uploadData(data, {
       blobHTTPHeaders: { blobContentType: opts.contentType ?? contentTypeFor(name) },
       ...(opts.metadata ? { metadata: opts.metadata } : {}),
-      ...(opts.ifNotExists ? { conditions: { ifNoneMatch: '*' } } : {}),
+      ...(opts.ifNotExists ? { conditions: { ifNoneMatch: '*' } } : opts.ifMatch ? { conditions: { ifMatch: opts.ifMatch } } : {}),
     });
-    return true;
+    return normalizeEtag(res.etag) || '(no etag)';
   } catch (err) {
-    if (opts.ifNotExists && (restStatus(err) === 409 || restStatus(err) === 412)) return false;
+    if ((opts.ifNotExists || opts.ifMatch) && (restStatus(err) === 409 || restStatus(err) === 412)) return false;
     throw storageError(err, 'writing blob', `${container.containerName}/${name}`);
   }
 }
 
-export async function writeJson(container: ContainerClient, name: string, value: unknown, opts: WriteOptions = {}): Promise<boolean> {
+export async function writeJson(container: ContainerClient, name: string, value: unknown, opts: WriteOptions = {}): Promise<string | false> {
   return writeBlob(container, name, JSON.stringify(value), opts);
 }
 

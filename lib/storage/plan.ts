@@ -4,12 +4,14 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError } from '../errors';
 import { partitionStream } from '../orchestration';
-import { readJson, writeJson } from './blobs';
+import { readBlob, readJson, writeJson } from './blobs';
 import { listBlobPages, type BlobRef, type ListOptions } from './listing';
 
 export interface PlanPartition {
   jobId: string;
   n: number;
+  /** Index of the partition's first blob in the whole plan (image ids in COCO results derive from it). */
+  first: number;
   blobs: BlobRef[];
 }
 
@@ -63,7 +65,7 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
   let bytes = 0;
   for await (const blobs of partitionStream(pages, opts.partitionSize)) {
     if (failure) break;
-    const part: PlanPartition = { jobId: opts.jobId, n, blobs };
+    const part: PlanPartition = { jobId: opts.jobId, n, first: total, blobs };
     total += blobs.length;
     bytes += blobs.reduce((s, b) => s + b.size, 0);
     const p: Promise<unknown> = writeJson(output, planBlobName(opts.jobPrefix, n), part)
@@ -82,16 +84,23 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
   return index;
 }
 
-export async function readPlan(output: ContainerClient, prefix: string, n: number): Promise<PlanPartition> {
-  const plan = await readJson<PlanPartition>(output, planBlobName(prefix, n));
+/** Partition n of the plan, with the ETag of its plan file. */
+export async function readPlan(output: ContainerClient, prefix: string, n: number): Promise<PlanPartition & { etag: string }> {
+  const got = await readBlob(output, planBlobName(prefix, n));
+  let plan: PlanPartition | undefined;
+  try {
+    plan = got === undefined ? undefined : (JSON.parse(got.data.toString('utf8')) as PlanPartition);
+  } catch {
+    throw new LakeInferError('PlanInvalid', `plan file ${planBlobName(prefix, n)} is not valid JSON`, { target: planBlobName(prefix, n) });
+  }
   if (plan === undefined) {
     throw new LakeInferError('PlanInvalid', `plan file ${planBlobName(prefix, n)} is missing from container '${output.containerName}'`, {
       target: planBlobName(prefix, n),
     });
   }
-  if (plan.n !== n || !Array.isArray(plan.blobs)) {
+  if (plan.n !== n || !Array.isArray(plan.blobs) || !Number.isInteger(plan.first)) {
     throw new LakeInferError('PlanInvalid', `plan file ${planBlobName(prefix, n)} is malformed`, { target: planBlobName(prefix, n) });
   }
-  return plan;
+  return { ...plan, etag: got!.etag };
 }
 
