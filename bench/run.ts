@@ -4,7 +4,8 @@
  *   (b) pipeline: the full job through the local host (Azurite, orchestration, activity processes)
  *   (c) naive:    a sequential script: download, sharp, run, upload, one image at a time
  * Ratios b/a and b/c, the pipeline's stage split, orchestration overhead per image (trivial model,
- * 10,000 small blobs), peak memory of an activity process, and the deployment package size.
+ * 10,000 small blobs), finalize at 1,000 / 10,000 / 50,000 partitions (time, and bytes through the
+ * process), peak memory of an activity process, and the deployment package size.
  * Writes bench/results/latest.json and prints a table.
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -28,6 +29,7 @@ import { renderTextScene } from '../lib/local/textImages';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../lib/storage';
 import { Canvas } from '../test/helpers/images';
 import { classifierFixture, classifierSpec } from '../test/helpers/models';
+import { finalizeBench } from './finalize';
 import { buildYolactResnet50 } from './yolactModel';
 
 const root = resolve(__dirname, '..', '..');
@@ -217,6 +219,10 @@ async function main(): Promise<void> {
   };
   log(`overhead: ${overhead.overheadMsPerImage} ms per image`);
 
+  // Finalize at scale: synthetic partitions (set BENCH_FINALIZE to other sizes, e.g. 1000,10000 for a quicker run).
+  const finalizeSizes = (process.env['BENCH_FINALIZE'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
+  const finalize = finalizeSizes.length ? await finalizeBench(service, finalizeSizes, log) : [];
+
   const pkg = await buildPackage(root);
   const report = {
     when: new Date().toISOString(),
@@ -225,6 +231,7 @@ async function main(): Promise<void> {
     models: results,
     preprocessing,
     orchestrationOverhead: overhead,
+    finalize,
     deploymentPackage: { zipMiB: r2(pkg.bytes / 1048576), unpackedMiB: r2(pkg.unpackedBytes / 1048576), files: pkg.entries },
     seconds: Math.round((Date.now() - t0) / 1000),
   };
@@ -241,6 +248,9 @@ async function main(): Promise<void> {
   console.log('| --- | --- | --- |');
   for (const p of preprocessing) console.log(`| ${p.model} | ${p.referenceMsPerImage} ms/image | ${p.libvipsMsPerImage} ms/image |`);
   console.log(`\norchestration overhead (trivial model, ${small} blobs, ${overhead.partitions} partitions): ${overhead.wallMsPerImage} ms/image wall, ${overhead.overheadMsPerImage} ms/image beyond inference; ${overhead.pipelineImagesPerSec} images/s`);
+  console.log('\n| finalize: partitions | results per partition | seconds | ms per partition | summaries read | blocks staged from URL | bytes copied in storage | bytes through the process |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const f of finalize) console.log(`| ${f.partitions} | ${f.resultBytesPerPartition} B | ${f.seconds} | ${f.msPerPartition} | ${f.summariesRead} | ${f.blocksFromUrl} | ${f.bytesFromUrl} | ${f.bytesThroughProcess} |`);
   console.log(`deployment package: ${report.deploymentPackage.zipMiB} MiB zipped, ${report.deploymentPackage.unpackedMiB} MiB unpacked`);
   console.log(`wrote bench/results/latest.json in ${report.seconds} s`);
 }

@@ -102,6 +102,8 @@ export interface PartitionSummary extends Counts {
   /** What the partition was computed from: a resumed job skips it only when both still hold. */
   model: { etag: string; jsonEtag: string };
   planEtag: string;
+  /** The run of the job that computed it. */
+  run: string;
 }
 
 export function partsPrefix(jobPrefix: string): string {
@@ -152,7 +154,7 @@ export async function earlierPieces(output: ContainerClient, jobPrefix: string, 
 }
 
 /** The whole partition from its pieces (in order, covering 0..images without gaps). */
-export function combinePieces(n: number, pieces: PieceSummary[], model: PartitionSummary['model'], planEtag: string): PartitionSummary {
+export function combinePieces(n: number, pieces: PieceSummary[], model: PartitionSummary['model'], planEtag: string, run: string): PartitionSummary {
   const stageMs = emptyStages();
   const latencyCounts = new Array<number>(LATENCY_BOUNDS_MS.length).fill(0);
   const sum = { images: 0, succeeded: 0, failed: 0, skipped: 0, detections: 0, wallMs: 0 };
@@ -175,6 +177,7 @@ export function combinePieces(n: number, pieces: PieceSummary[], model: Partitio
     pieces: pieces.map((p) => p.fragments),
     model,
     planEtag,
+    run,
   };
 }
 

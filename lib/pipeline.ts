@@ -200,11 +200,13 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
   const from = task.from ?? 0;
   const plan = await readPlan(deps.output, task.jobPrefix, task.n);
   const modelPin = { etag: task.model.etag, jsonEtag: task.model.jsonEtag };
-  if (task.skipExisting) {
-    const done = await readJson<PartitionSummary>(deps.output, partSummaryName(task.jobPrefix, task.n));
-    if (done && done.planEtag === plan.etag && done.model?.etag === modelPin.etag && done.model.jsonEtag === modelPin.jsonEtag) return { done: true, summary: done, resumed: true };
-  }
   const run = task.run ?? 'unversioned';
+  const done = await readJson<PartitionSummary>(deps.output, partSummaryName(task.jobPrefix, task.n));
+  if (done && done.planEtag === plan.etag && done.model?.etag === modelPin.etag && done.model.jsonEtag === modelPin.jsonEtag) {
+    // Complete already: by this run (a message delivered again after the work), or by an earlier run.
+    if (done.run === run) return { done: true, summary: done, resumed: false };
+    if (task.skipExisting) return { done: true, summary: done, resumed: true };
+  }
   const attempt = await beginAttempt(deps.output, task.jobPrefix, task.n, from, run);
   if (task.maxAttempts !== undefined && attempt.count > task.maxAttempts) {
     const last = attempt.last ? `; the last failure: ${attempt.last.code}: ${attempt.last.message}` : '';
@@ -307,7 +309,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   if (covered !== plan.blobs.length) {
     throw new LakeInferError('PlanInvalid', `partition ${task.n}: its pieces do not cover images 0-${plan.blobs.length} (${pieces.map((p) => `${p.from}-${p.to}`).join(', ')})`, { retryable: true });
   }
-  const summary = combinePieces(task.n, pieces, modelPin, plan.etag);
+  const summary = combinePieces(task.n, pieces, modelPin, plan.etag, task.run ?? 'unversioned');
   await writeJson(deps.output, partSummaryName(task.jobPrefix, task.n), summary);
   return { done: true, summary, resumed: false };
 }

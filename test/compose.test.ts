@@ -8,7 +8,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import { BlobSASPermissions, BlobServiceClient, ContainerSASPermissions, type ContainerClient } from '@azure/storage-blob';
 import { connectionStringFor } from '../lib/local/azurite';
 import { finalizeJob, type FinalizeInput } from '../lib/finalize';
 import { EMPTY_TOTALS } from '../lib/orchestration';
@@ -113,8 +113,13 @@ describe('composeBlob', () => {
   });
 
   test('the emulator checks the source as Azure does: a tampered SAS is refused', async () => {
-    const url = await c.getBlobClient('frag/0.jsonl').generateSasUrl({ permissions: (await import('@azure/storage-blob')).BlobSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 60_000) });
+    const url = await c.getBlobClient('frag/0.jsonl').generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 60_000) });
     const bad = url.replace(/sig=[^&]+/, 'sig=AAAA');
+    // A container SAS for another container (it does not grant this one) is refused too.
+    const other = az.service.getContainerClient(uniqueContainer('other'));
+    await other.create();
+    const foreign = `${c.getBlobClient('frag/0.jsonl').url}${new URL(await other.generateSasUrl({ permissions: ContainerSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 60_000) })).search}`;
+    await assert.rejects(c.getBlockBlobClient('out/x').stageBlockFromURL(Buffer.from('x'.repeat(32)).toString('base64'), foreign, 0, 4), (err: unknown) => (err as { statusCode?: number }).statusCode === 403);
     await assert.rejects(c.getBlockBlobClient('out/x').stageBlockFromURL(Buffer.from('x'.repeat(32)).toString('base64'), bad, 0, 4), (err: unknown) => (err as { statusCode?: number }).statusCode === 403);
     await c.getBlockBlobClient('out/x').stageBlockFromURL(Buffer.from('x'.repeat(32)).toString('base64'), url, 2, 4);
     await c.getBlockBlobClient('out/x').commitBlockList([Buffer.from('x'.repeat(32)).toString('base64')]);
@@ -151,6 +156,7 @@ describe('finalize by composition', () => {
         pieces: [{ from: 0, to: 4, results: await frag('results', results), coco: await frag('coco', coco), failures: await frag('failures', failures) }],
         model: { etag: 'e', jsonEtag: 'j' },
         planEtag: 'p',
+        run: 'r',
       };
       await writeJson(container, partSummaryName(job.jobPrefix, n), summary);
     }

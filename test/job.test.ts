@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ContainerClient } from '@azure/storage-blob';
 import { resetSettingsCache } from '../lib/config';
+import { ActivityLostError } from '../lib/local/activityErrors';
 import { DurableEngine, type ActivityRunner } from '../lib/local/durable';
 import type { RegisteredFunction } from '../lib/local/functionsHost';
 import { cancelJob, jobStatus, purgeJob, submitJob, type JobView } from '../lib/api';
@@ -170,6 +171,38 @@ describe('a whole job', () => {
     const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
     assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
     assert.equal((await jsonl<unknown>(out, `${p}results.jsonl`)).length, GOOD, 'read again after every duplicate finished');
+  });
+
+  test('an activity whose process keeps dying after its work: delivered again, each delivery counted in storage; past maxAttempts it fails for good (AttemptsExhausted) instead of running for ever', async () => {
+    let deliveries = 0;
+    const e = new DurableEngine(functions, {
+      maxConcurrentActivities: 3,
+      visibilityTimeoutMs: 20,
+      runActivity: async (name, inp, _a, go) => {
+        if (name !== 'inferPartition' || (inp as { n: number }).n !== 2) return go();
+        deliveries++;
+        const r = (await go()) as { ok: boolean };
+        // The process dies before the partition is complete (here: its summary, written last, is
+        // taken away again, as if never written), every time.
+        if (r.ok) {
+          await az.service.getContainerClient('results').getBlobClient('runs/job-poison/_parts/2.json').delete();
+          throw new ActivityLostError('worker process killed before the partition completed');
+        }
+        return r;
+      },
+    });
+    const s = await run(e, 'job-poison', { skipExisting: false, toleratedFailurePercent: 50 });
+    e.close();
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    assert.equal(deliveries, FAST.retry.maxAttempts + 1, 'three deliveries ran; the fourth found its attempts spent');
+    assert.equal(e.stats.redeliveries, FAST.retry.maxAttempts);
+    const out = az.service.getContainerClient('results');
+    const m = (await readJson<Manifest>(out, 'runs/job-poison/_manifest.json'))!;
+    assert.equal(m.counts.partitionsFailed, 1);
+    const failures = await jsonl<{ blob: string; code: string; message: string }>(out, 'runs/job-poison/_failures.jsonl');
+    const part = failures.find((f) => f.blob === '(partition 2)')!;
+    assert.equal(part.code, 'AttemptsExhausted');
+    assert.match(part.message, /partition 2 was attempted 4 times, more than its 3 attempts/);
   });
 
   test('a partition that exhausts its retries is recorded; the others finish; the threshold decides', async () => {

@@ -111,7 +111,12 @@ describe('inferPartition on Azurite with the real text detector', () => {
     const [g1] = plan0.blobs.map((b) => b.name).filter((n) => good.includes(n));
     const kept = (await readBlob(output, outputBlobName(prefix, 'results', g1!, '.json')))!;
     await output.getBlobClient(outputBlobName(prefix, 'results', g1!, '.json')).delete();
-    const r = await whole(task(0, { skipExisting: true }));
+    // This run delivered again (the same run): its own summary, not recomputed, not counted as skipped.
+    const same = await whole(task(0, { skipExisting: false }));
+    assert.equal(same.resumed, false);
+    assert.deepEqual({ ...same, resumed: undefined }, { ...stored, resumed: undefined });
+    // A later run of the job with skipExisting: resumed.
+    const r = await whole(task(0, { skipExisting: true, run: 'a-later-run' }));
     assert.equal(r.resumed, true);
     assert.deepEqual({ ...r, resumed: undefined }, { ...stored, resumed: undefined });
     assert.equal(await readBlob(output, outputBlobName(prefix, 'results', g1!, '.json')), undefined, 'not recomputed');
@@ -168,9 +173,17 @@ describe('inferPartition on Azurite with the real text detector', () => {
 
   test('attempts are counted in storage: past maxAttempts a piece fails for good (AttemptsExhausted) instead of running again', async () => {
     const t = task(1, { run: 'run-attempts', maxAttempts: 2 });
-    await whole(t);
-    await whole(t);
+    // Attempts that never completed (their process died before the summary, written last).
+    const incomplete = async () => {
+      await whole(t);
+      await output.getBlobClient(partSummaryName(prefix, 1)).delete();
+    };
+    await incomplete();
+    await incomplete();
     await assert.rejects(inferPartition(deps, t), (err: unknown) => (err as { code?: string }).code === 'AttemptsExhausted' && /attempted 3 times, more than its 2 attempts/.test((err as Error).message));
+    // A complete partition delivered again is returned, whatever its count.
+    await whole({ ...t, run: 'run-complete' });
+    assert.equal((await whole({ ...t, run: 'run-complete', maxAttempts: 0 })).images, 3);
     // A new run of the job counts from one again.
     assert.equal((await whole({ ...t, run: 'run-2' })).images, 3);
   });

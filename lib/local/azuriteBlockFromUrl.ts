@@ -40,6 +40,7 @@ interface HandlerThis {
 
 /** Replaces BlockBlobHandler.stageBlockFromURL (Azurite's throws NotImplemented) with a working one. */
 export function installPutBlockFromUrl(azuriteRoot: string): void {
+  const validated = new Set<string>();
   const dist = join(azuriteRoot, 'dist', 'src', 'blob');
   /* eslint-disable @typescript-eslint/no-require-imports */
   const { default: BlockBlobHandler } = require(join(dist, 'handlers', 'BlockBlobHandler.js')) as { default: { prototype: Record<string, unknown> } };
@@ -57,10 +58,19 @@ export function installPutBlockFromUrl(azuriteRoot: string): void {
     const url = new URL(sourceUrl);
     const [account, container, blob] = extractStoragePartsFromPath(url.hostname, url.pathname, ctx.disableProductStyleUrl);
     if (account !== ctx.account || !container || !blob) throw Errors['getCannotVerifyCopySource']!(ctx.contextId, 404, 'The source must be a blob of the same account');
-    if (url.searchParams.get('sig') !== null) {
-      // As Azurite checks a copy source: a request with the source URL's own SAS must succeed.
-      const checker = Object.assign(Object.create(this) as object, { NewUriFromCopySource: BlobHandler.prototype['NewUriFromCopySource'] });
-      await BlobHandler.prototype['validateCopySource']!.call(checker, sourceUrl, account, context);
+    const sig = url.searchParams.get('sig');
+    if (sig !== null) {
+      // As Azurite checks a copy source: a request with the source URL's own SAS must succeed. A
+      // container SAS (sr=c) that passed once is not checked again for that container.
+      const key = url.searchParams.get('sr') === 'c' ? `${account}/${container}?${url.searchParams.toString()}` : undefined;
+      if (key === undefined || !validated.has(key)) {
+        const checker = Object.assign(Object.create(this) as object, { NewUriFromCopySource: BlobHandler.prototype['NewUriFromCopySource'] });
+        await BlobHandler.prototype['validateCopySource']!.call(checker, sourceUrl, account, context);
+        if (key !== undefined) {
+          if (validated.size > 1000) validated.clear();
+          validated.add(key);
+        }
+      }
     }
     const source = await this.metadataStore.downloadBlob(context, account, container, blob, url.searchParams.get('snapshot') ?? '');
     if (source.isCommitted === false) throw Errors['getBlobNotFound']!(ctx.contextId);

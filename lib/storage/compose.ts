@@ -10,7 +10,7 @@
  * through this process instead and counted in `bytesThroughProcess`.
  */
 import { createHash } from 'node:crypto';
-import { BlobSASPermissions, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type HttpAuthorization } from '@azure/storage-blob';
+import { ContainerSASPermissions, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type HttpAuthorization } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
 import { restStatus } from '../errors';
 import { mapLimit } from '../concurrency';
@@ -56,8 +56,9 @@ export interface ComposeSpec {
 async function sourceAccess(container: ContainerClient): Promise<{ url: (name: string) => Promise<string>; auth: () => Promise<HttpAuthorization | undefined> }> {
   const cred = container.credential;
   if (cred instanceof StorageSharedKeyCredential) {
-    const expiresOn = new Date(Date.now() + 6 * 3600_000);
-    return { url: (name) => container.getBlobClient(name).generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn }), auth: async () => undefined };
+    // One read-only SAS for the container, valid for a few hours, on every source blob's URL.
+    const sas = new URL(await container.generateSasUrl({ permissions: ContainerSASPermissions.parse('r'), expiresOn: new Date(Date.now() + 6 * 3600_000) })).search;
+    return { url: async (name) => `${container.getBlobClient(name).url}${sas}`, auth: async () => undefined };
   }
   const tokens = cred as Partial<TokenCredential>;
   if (typeof tokens.getToken === 'function') {
