@@ -234,6 +234,44 @@ describe('a whole job', () => {
     assert.equal(s2.runtimeStatus, 'Completed');
     assert.equal((await readJson<Manifest>(out, 'runs/job-tolerate/_manifest.json'))!.status, 'succeeded');
   });
+
+  test('a failed job resubmitted: complete partitions are skipped without touching their images; only the failed one runs', async () => {
+    const base = 'http://127.0.0.1:7071';
+    let broken = true;
+    const runs: number[] = [];
+    const e = engine(async (name, inp, _a, go) => {
+      if (name === 'inferPartition') {
+        const n = (inp as { n: number }).n;
+        runs.push(n);
+        if (n === 2 && broken) throw new Error('storage unreachable for partition 2');
+      }
+      return go();
+    });
+    await submitJob(e, request('job-resume', { toleratedFailurePercent: 10 }), base);
+    assert.equal((await e.waitFor('job-resume', 60_000)).runtimeStatus, 'Failed');
+    // An image of a complete partition disappears: a partition that looked at its images would fail it.
+    const plan0 = (await readJson<{ blobs: { name: string }[] }>(az.service.getContainerClient('results'), 'runs/job-resume/_plan/0.json'))!;
+    const gone = plan0.blobs[0]!.name;
+    const kept = (await readBlob(input, gone))!.data;
+    await input.getBlobClient(gone).delete();
+    try {
+      broken = false;
+      runs.length = 0;
+      const again = await submitJob(e, request('job-resume', { toleratedFailurePercent: 10 }), base);
+      assert.equal((again.body as { resumed: boolean }).resumed, true);
+      const s = await e.waitFor('job-resume', 60_000);
+      assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+      const m = (await readJson<Manifest>(az.service.getContainerClient('results'), 'runs/job-resume/_manifest.json'))!;
+      assert.equal(m.counts.succeeded, 3, 'partition 2 (three images) computed');
+      assert.equal(m.counts.skipped + m.counts.failed, 19, 'the other partitions taken as they were (with their two corrupt images)');
+      assert.equal(m.counts.failed, 2, `${gone} was not looked at again`);
+      assert.deepEqual([...new Set(runs)].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7], 'every partition asked once, the complete ones answer from their summary');
+      assert.equal((await jsonl<ImageResult>(az.service.getContainerClient('results'), 'runs/job-resume/results.jsonl')).length, GOOD);
+    } finally {
+      await writeBlob(input, gone, kept);
+      e.close();
+    }
+  });
 });
 
 test('a job that cannot be planned fails at once with the reason, without retries', async () => {
