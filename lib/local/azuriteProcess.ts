@@ -38,20 +38,53 @@ class TrackedLoki extends Loki {
 require.cache[lokiPath]!.exports = TrackedLoki;
 
 // LokiJS uses a binary index only for the first property of a query object, and Azurite's queries
-// start with accountName (the same for every document), so each blob or block look-up scanned every
-// blob of the account: a job folder of 100,000 blobs made every request slow. The same query with
-// its most selective indexed property (the blob or block name) first finds the same documents
-// through the index. Semantics are unchanged: the properties of a query object are all ANDed.
+// start with accountName (the same for every document): each blob or block look-up scanned every
+// blob or block of the account, so requests slowed down as a folder grew (writing 30,000 blobs took
+// 9 minutes). An equality query that names an indexed blob or block name is answered here from that
+// index instead: the candidates with that name, checked against the query's other properties.
+// Same documents (the properties of a query object are all ANDed); a find lists them in insertion
+// order, a findOne returns one of them, as before.
+type Doc = Record<string, unknown>;
+interface Coll {
+  data: Doc[];
+  binaryIndices: Record<string, { values: number[] } | undefined>;
+  adaptiveBinaryIndices: boolean;
+  ensureIndex(prop: string): void;
+  calculateRange(op: string, prop: string, value: unknown): [number, number];
+}
+interface ResultsetThis {
+  collection: Coll;
+  filterInitialized: boolean;
+  filteredrows: number[];
+}
 const SELECTIVE = ['name', 'blobName'];
-const Resultset = (Loki as unknown as { Resultset: { prototype: { find: (this: { collection: { binaryIndices: Record<string, unknown> } }, query: unknown, firstOnly?: boolean) => unknown } } }).Resultset;
+const Resultset = (Loki as unknown as { Resultset: { prototype: { find: (this: ResultsetThis, query: unknown, firstOnly?: boolean) => unknown } } }).Resultset;
 const find = Resultset.prototype.find;
 Resultset.prototype.find = function (query: unknown, firstOnly?: boolean) {
-  if (query && typeof query === 'object' && !Array.isArray(query)) {
-    const keys = Object.keys(query);
-    const first = SELECTIVE.find((k) => k in (query as object) && this.collection.binaryIndices[k] !== undefined);
-    if (keys.length > 1 && first !== undefined && keys[0] !== first) {
-      const q = query as Record<string, unknown>;
-      query = Object.fromEntries([[first, q[first]], ...keys.filter((k) => k !== first).map((k) => [k, q[k]])]);
+  if (!this.filterInitialized && query && typeof query === 'object' && !Array.isArray(query)) {
+    const q = query as Doc;
+    const keys = Object.keys(q);
+    const key = SELECTIVE.find((k) => k in q && this.collection.binaryIndices[k] !== undefined);
+    const plain = keys.every((k) => !k.startsWith('$') && !k.includes('.') && (q[k] === null || typeof q[k] !== 'object'));
+    if (keys.length > 1 && key !== undefined && typeof q[key] === 'string' && plain) {
+      const coll = this.collection;
+      if (coll.adaptiveBinaryIndices !== true) coll.ensureIndex(key);
+      const rows: number[] = [];
+      if (coll.data.length > 0) {
+        const [lo, hi] = coll.calculateRange('$eq', key, q[key]);
+        const values = coll.binaryIndices[key]!.values;
+        for (let i = lo; i <= hi; i++) {
+          const row = values[i]!;
+          const doc = coll.data[row]!;
+          if (keys.every((k) => doc[k] === q[k])) {
+            rows.push(row);
+            if (firstOnly) break;
+          }
+        }
+      }
+      this.filteredrows = rows.sort((x, y) => x - y);
+      this.filterInitialized = true;
+      return this;
     }
   }
   return find.call(this, query, firstOnly);
