@@ -134,6 +134,7 @@ export function createActivities(deps: ActivityDeps) {
             model: input.job.model,
             params: input.job.params,
             overlays: input.job.output.overlays,
+            perImageResults: input.job.output.perImageResults !== false,
             skipExisting: input.job.skipExisting,
             ...(input.run !== undefined ? { run: input.run } : {}),
             ...(input.maxAttempts !== undefined ? { maxAttempts: input.maxAttempts } : {}),

@@ -44,7 +44,7 @@ export const JobRequestSchema = z
   .object({
     jobId: jobId.optional(),
     input: z.object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false) }).strict(),
+    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true) }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize: partitionSize.default(64),
     maxParallelPartitions: maxParallelPartitions.default(32),
@@ -63,7 +63,8 @@ export interface JobSpec {
   /** `<output prefix><jobId>/`: every output of the job lives under it. */
   jobPrefix: string;
   input: { container: string; prefix: string; extensions: string[]; maxItems?: number };
-  output: { container: string; prefix: string; overlays: boolean };
+  /** perImageResults: one results/<name>.json per image besides results.jsonl (one more write per image). */
+  output: { container: string; prefix: string; overlays: boolean; perImageResults: boolean };
   model: { name: string };
   partitionSize: number;
   maxParallelPartitions: number;
@@ -79,7 +80,7 @@ export interface JobSpec {
 }
 
 /** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
-export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
 
 /** The same rules as the request, on the normalised spec (the orchestrator's input). */
 export const JobSpecSchema = z
@@ -87,7 +88,7 @@ export const JobSpecSchema = z
     jobId,
     jobPrefix: z.string().min(1).max(1024),
     input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean() }).strict(),
+    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true) }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
     maxParallelPartitions,

@@ -76,6 +76,8 @@ export interface PartitionTask {
   model: { name: string } & ModelVersion;
   params: InferParams;
   overlays: boolean;
+  /** Write results/<name>.json per image (default true); results.jsonl has them either way. */
+  perImageResults?: boolean;
   skipExisting: boolean;
   /** This run of the job (attempts are counted per run) and the attempts it allows each piece. */
   run?: string;
@@ -158,7 +160,7 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
       await writeBlob(deps.output, outputBlobName(task.jobPrefix, 'overlays', blob.name, '.png'), o.png);
     }
     result.timings.writeMs = round1(performance.now() - t2);
-    await writeJson(deps.output, resultName, result);
+    if (task.perImageResults !== false) await writeJson(deps.output, resultName, result);
   } catch (err) {
     const e = isLakeInferError(err) ? err : storageError(err, 'writing result', resultName);
     if (perImage(e)) return fail('write', e);
@@ -225,7 +227,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   const model = await deps.cache.get(deps.models, task.model.name, task.model);
   // Results can only exist if an earlier attempt of this piece started (in this run of the job or
   // an earlier one): a new piece skips the per-image look-ups that skipExisting would otherwise cost.
-  const lookForExisting = task.skipExisting && startedBefore;
+  const lookForExisting = task.skipExisting && startedBefore && task.perImageResults !== false;
   // A cancelled job stops taking images; what was written stays.
   const cancel = await watchForCancel(deps.output, task.jobPrefix);
   const blobs = plan.blobs.slice(from);

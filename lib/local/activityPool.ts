@@ -73,6 +73,11 @@ export class ActivityPool {
     slot.child.kill('SIGKILL');
   }
 
+  /** Process ids of the live worker processes. */
+  pids(): number[] {
+    return this.slots.map((s) => s.child.pid).filter((p): p is number => p !== undefined);
+  }
+
   /** Activities running now (handed to a process). */
   get busy(): number {
     return this.slots.filter((s) => s.job).length;
