@@ -78,6 +78,16 @@ export function createActivities(deps: ActivityDeps) {
     close: (): Promise<void> => deps.cache.close(),
 
     /**
+     * Loads a pinned model into this process ahead of its first partition (the local host asks its
+     * idle activity processes once a plan names the model). Best effort: a partition loads it anyway.
+     */
+    preload: async (model: { name: string } & Partial<ModelVersion>): Promise<void> => {
+      const svc = await deps.service();
+      const pin = model.etag && model.jsonEtag ? { etag: model.etag, jsonEtag: model.jsonEtag } : undefined;
+      await deps.cache.get(svc.getContainerClient(deps.modelsContainer), model.name, pin).catch(() => undefined);
+    },
+
+    /**
      * Claims the job folder (a conflicting request or folder fails here), pins and checks the model
      * (one probe inference), lists the input and writes the plan. A resumed job reuses its plan
      * and the model version it pinned.
@@ -95,11 +105,12 @@ export function createActivities(deps: ActivityDeps) {
         const claim = await claimJobFolder(output, job);
         if (claim === 'resume') await clearOutcome(output, job.jobPrefix);
         const planned = await readJson<PlanIndex>(output, planIndexName(job.jobPrefix));
-        // Loading validates the model against its ONNX file (shapes, roles, labels, a probe
-        // inference) before any work is planned; a resumed job keeps the version it pinned.
-        const model = await deps.cache.get(models, job.model.name, planned?.model, { validate: true });
-        const pin: PinnedModel = { name: model.name, etag: model.etag, jsonEtag: model.jsonEtag };
-        const index = await writePlan(input, output, {
+        // The version to pin (a resumed job keeps the one it pinned). Loading it validates the model
+        // against its ONNX file (shapes, roles, labels, a probe inference) while the input is listed:
+        // no partition runs unless both succeed.
+        const version = planned?.model ?? (await deps.cache.current(models, job.model.name));
+        const pin: PinnedModel = { name: job.model.name, etag: version.etag, jsonEtag: version.jsonEtag };
+        const [, index] = await Promise.all([deps.cache.get(models, job.model.name, pin, { validate: true }), writePlan(input, output, {
           jobId: job.jobId,
           jobPrefix: job.jobPrefix,
           partitionSize: job.partitionSize,
@@ -108,7 +119,7 @@ export function createActivities(deps: ActivityDeps) {
           ...(job.input.maxItems ? { maxItems: job.input.maxItems } : {}),
           model: pin,
           exclude: { container: job.output.container, prefix: job.jobPrefix },
-        });
+        })]);
         return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model };
       }),
 

@@ -68,6 +68,8 @@ export interface Manifest {
   wallSeconds: number;
   /** Activity time consumed (sum of partition wall times). */
   instanceSeconds: number;
+  /** Cold starts: model loads the partitions waited for, and the time from a partition's start to its first result. */
+  coldStart: { modelLoads: number; modelLoadMsTotal: number; modelLoadMsMax: number; firstResultMsMean: number; firstResultMsMax: number };
   cost: CostEstimate;
   files: string[];
 }
@@ -149,6 +151,8 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   let failuresTotal = 0;
   const partitionEnds: [number, number][] = [];
   const t0 = Date.parse(input.startedAt);
+  const cold = { modelLoads: 0, modelLoadMsTotal: 0, modelLoadMsMax: 0 };
+  const firstResults: number[] = [];
 
   // Pass 1: every partition's summary (or why it has none), in order; what composing needs is kept,
   // the rest folded into the report's figures.
@@ -172,6 +176,14 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     stats.summaryBytes += Buffer.byteLength(JSON.stringify(sm));
     addStages(stageMs, sm.stageMs);
     sm.latencyCounts.forEach((c, i) => (latency[i]! += c));
+    if ((sm.modelLoadMs ?? 0) > 50) {
+      cold.modelLoads++;
+      cold.modelLoadMsTotal += sm.modelLoadMs!;
+      cold.modelLoadMsMax = Math.max(cold.modelLoadMsMax, sm.modelLoadMs!);
+    }
+    if (sm.firstResultMs !== undefined) {
+      firstResults.push(sm.firstResultMs);
+    }
     partitionEnds.push([Math.max(0, (Date.parse(sm.endedAt) - t0) / 1000), sm.images]);
     failuresTotal += sm.failed;
     for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
@@ -215,6 +227,13 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     endedAt: input.endedAt,
     wallSeconds: Math.max(0, (Date.parse(input.endedAt) - Date.parse(input.startedAt)) / 1000),
     instanceSeconds: t.activitySeconds,
+    coldStart: {
+      ...cold,
+      modelLoadMsTotal: Math.round(cold.modelLoadMsTotal),
+      modelLoadMsMax: Math.round(cold.modelLoadMsMax),
+      firstResultMsMean: firstResults.length ? Math.round(firstResults.reduce((a, b) => a + b, 0) / firstResults.length) : 0,
+      firstResultMsMax: Math.round(firstResults.reduce((a, b) => Math.max(a, b), 0)),
+    },
     cost: estimateCost(t.activitySeconds, costSettings),
     files: [...resultsFiles, ...cocoFiles, ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
   };

@@ -76,6 +76,10 @@ export interface PieceSummary extends Counts {
   n: number;
   from: number;
   to: number;
+  /** Time this piece waited for its model (0 when the process held it already). */
+  modelLoadMs?: number;
+  /** From the piece's start to its first image done (cold start shows here). */
+  firstResultMs?: number;
   /** Sum over images of each stage's time (stages overlap across images). */
   stageMs: StageTimings;
   wallMs: number;
@@ -90,6 +94,9 @@ export interface PieceSummary extends Counts {
 
 export interface PartitionSummary extends Counts {
   n: number;
+  /** Model load time of its pieces, and the first piece's time to its first result. */
+  modelLoadMs?: number;
+  firstResultMs?: number;
   stageMs: StageTimings;
   /** Sum of the pieces' wall times. */
   wallMs: number;
@@ -167,6 +174,8 @@ export function combinePieces(n: number, pieces: PieceSummary[], model: Partitio
   return {
     n,
     ...sum,
+    modelLoadMs: Math.round(pieces.reduce((t, p) => t + (p.modelLoadMs ?? 0), 0) * 10) / 10,
+    ...(pieces[0]!.firstResultMs !== undefined ? { firstResultMs: pieces[0]!.firstResultMs } : {}),
     wallMs: Math.round(sum.wallMs * 10) / 10,
     stageMs,
     startedAt: pieces[0]!.startedAt,

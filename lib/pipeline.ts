@@ -224,7 +224,9 @@ export async function inferPartition(deps: PartitionDeps, task: PartitionTask): 
 }
 
 async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPartition & { etag: string }, from: number, startedBefore: boolean, startedAt: Date, t0: number, modelPin: PartitionSummary['model']): Promise<PieceResult> {
+  const tModel = performance.now();
   const model = await deps.cache.get(deps.models, task.model.name, task.model);
+  const modelLoadMs = round1(performance.now() - tModel);
   // Results can only exist if an earlier attempt of this piece started (in this run of the job or
   // an earlier one): a new piece skips the per-image look-ups that skipExisting would otherwise cost.
   const lookForExisting = task.skipExisting && startedBefore && task.perImageResults !== false;
@@ -233,6 +235,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   const blobs = plan.blobs.slice(from);
   const deadline = deps.budgetMs === undefined ? Number.POSITIVE_INFINITY : t0 + deps.budgetMs;
   let started = 0;
+  let firstResultMs: number | undefined;
   let outcomes: (Outcome | undefined)[];
   try {
     outcomes = await mapLimit(blobs, deps.ioConcurrency, async (blob) => {
@@ -240,7 +243,9 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
       // Out of time: stop taking images (after at least one, so that every piece makes progress).
       if (started > 0 && performance.now() >= deadline) return undefined;
       started++;
-      return processImage(deps, task, model, blob, lookForExisting);
+      const o = await processImage(deps, task, model, blob, lookForExisting);
+      firstResultMs ??= round1(performance.now() - t0);
+      return o;
     });
     if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
   } finally {
@@ -288,6 +293,8 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     n: task.n,
     from,
     to,
+    modelLoadMs,
+    ...(firstResultMs !== undefined ? { firstResultMs } : {}),
     images: done.length,
     succeeded: done.filter((o) => o.kind === 'ok').length,
     failed: failures.length,

@@ -86,6 +86,7 @@ test('a job of 10,000 images keeps report.html small', () => {
     endedAt: '2026-01-01T00:20:00Z',
     wallSeconds: 1200,
     instanceSeconds: 12_300,
+    coldStart: { modelLoads: 40, modelLoadMsTotal: 52_000, modelLoadMsMax: 2_100, firstResultMsMean: 1_400, firstResultMsMax: 2_600 },
     cost: estimateCost(12_300, { instanceMemoryMB: 4096, pricePerGbSecond: 0.000026 }),
     files: [],
   };

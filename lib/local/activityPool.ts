@@ -73,6 +73,11 @@ export class ActivityPool {
     slot.child.kill('SIGKILL');
   }
 
+  /** Asks every worker process to load a model now (a job names it, or its plan just pinned it); best effort. */
+  preload(model: { name: string; etag?: string; jsonEtag?: string }): void {
+    for (const s of this.slots) if (s.child.connected) s.child.send({ type: 'preload', model });
+  }
+
   /** Process ids of the live worker processes. */
   pids(): number[] {
     return this.slots.map((s) => s.child.pid).filter((p): p is number => p !== undefined);

@@ -1,15 +1,23 @@
 /**
  * One activity worker process of the local host: loads the function files as the Functions host
- * would, then runs the activities it is sent, one at a time.
+ * would, then runs the activities it is sent, one at a time, and loads a job's model ahead of its
+ * first partition when the host says which.
  */
 import { InvocationContext } from '@azure/functions';
+import { defaultActivities } from '../activities';
+import type { ModelVersion } from '../model';
 import { defaultFunctionFiles, loadFunctions } from './functionsHost';
 
 const functions = loadFunctions(defaultFunctionFiles());
 
-process.on('message', async (msg: { type: 'run' | 'stats'; id: number; name: string; input: unknown }) => {
+process.on('message', async (msg: { type: 'run' | 'stats' | 'preload'; id: number; name: string; input: unknown; model?: { name: string } & Partial<ModelVersion> }) => {
   if (msg.type === 'stats') {
     process.send!({ type: 'stats', maxRss: process.resourceUsage().maxRSS * 1024 });
+    return;
+  }
+  if (msg.type === 'preload') {
+    // The model a job just pinned: loaded now, so that this process's first partition finds it ready.
+    await defaultActivities().preload(msg.model!);
     return;
   }
   if (msg.type !== 'run') return;

@@ -115,7 +115,13 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     visibilityTimeoutMs: 10_000,
     ...opts.durable,
     maxConcurrentActivities: size,
-    runActivity: (name, input, _attempt, _run, signal) => pool.run(name, input, { signal, ...(opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}) }),
+    runActivity: async (name, input, _attempt, _run, signal) => {
+      const result = await pool.run(name, input, { signal, ...(opts.faults && rand() < opts.faults.activityCrashRate ? { crashAfterMs: Math.floor(rand() * 30) } : {}) });
+      // A plan names the job's model: the other processes load it while the first partitions are scheduled.
+      const planned = name === 'planJob' ? (result as { ok?: boolean; value?: { model?: { name: string; etag: string; jsonEtag: string } } }) : undefined;
+      if (planned?.ok && planned.value?.model) pool.preload(planned.value.model);
+      return result;
+    },
     onChange: (rec: InstanceRecord) => store.save(rec),
     onPurge: (id: string) => store.delete(id),
     log: (m) => log(m),
@@ -146,12 +152,16 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   const durable = durableEndpoints(engine, () => baseUrl, {
     validate: (name, input) => {
       if (name !== ORCHESTRATOR) return;
+      let parsed: ReturnType<typeof parseOrchestratorInput>;
       try {
-        parseOrchestratorInput(input);
+        parsed = parseOrchestratorInput(input);
       } catch (err) {
         if (isLakeInferError(err)) throw new RequestError(400, err.code, err.message, err.target);
         throw err;
       }
+      // The activity processes start loading the job's model (its current version, which the plan
+      // is about to pin) while the plan is made: cold starts overlap with planning.
+      pool.preload({ name: 'job' in parsed ? parsed.job.model.name : parsed.state.job.model.name });
     },
     ...(persistent ? { beforeAcknowledge: () => azurite!.flush() } : {}),
   });

@@ -9,7 +9,7 @@
  * maxCacheBytes; a download that fails, or a file ONNX Runtime cannot load, is removed.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
@@ -29,6 +29,8 @@ export interface LoadedModel extends ModelVersion {
   name: string;
   spec: ModelSpec;
   engine: InferenceEngine;
+  /** The ONNX file on local disk. */
+  file: string;
 }
 
 export interface ModelCacheOptions extends EngineOptions {
@@ -95,7 +97,14 @@ export class ModelCache {
       });
     }
     const m = await loading;
-    if (opts.validate) await m.engine.validate();
+    if (opts.validate) {
+      // A version (ONNX file and model.json) is checked once per instance: a marker by both ETags.
+      const marker = `${m.file}.${createHash('sha256').update(m.jsonEtag).digest('hex').slice(0, 16)}.validated`;
+      if (!(await stat(marker).catch(() => undefined))) {
+        await m.engine.validate();
+        await writeFile(marker, new Date().toISOString()).catch(() => undefined);
+      }
+    }
     return m;
   }
 
@@ -120,16 +129,35 @@ export class ModelCache {
 
     await mkdir(this.dir, { recursive: true });
     const file = join(this.dir, `${createHash('sha256').update(`${models.url}|${name}|${v.etag}`).digest('hex').slice(0, 32)}.onnx`);
-    if (!(await stat(file).catch(() => undefined))) {
-      // Written under a temporary name and renamed: a file under the final name is complete.
-      const part = `${file}.${process.pid}.${Date.now()}.part`;
+    // One process of the instance downloads a version; the others wait for its file (a lock older
+    // than ten minutes is a dead process's and is taken over).
+    const lock = `${file}.lock`;
+    while (!(await stat(file).catch(() => undefined))) {
+      let held: FileHandle;
       try {
-        await models.getBlobClient(`${name}/model.onnx`).downloadToFile(part, 0, undefined, { conditions: { ifMatch: `"${v.etag}"` } });
-        await rename(part, file);
+        held = await open(lock, 'wx');
       } catch (err) {
-        await rm(part, { force: true });
-        if (restStatus(err) === 412 || (pinned && restStatus(err) === 404)) throw changed(name, 'model.onnx', v.etag, err);
-        throw storageError(err, 'downloading model', `${models.containerName}/${name}/model.onnx`);
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const age = await stat(lock).then((st) => Date.now() - st.mtimeMs, () => 0);
+        if (age > 10 * 60_000) await rm(lock, { force: true });
+        else await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      try {
+        if (await stat(file).catch(() => undefined)) break;
+        // Written under a temporary name and renamed: a file under the final name is complete.
+        const part = `${file}.${process.pid}.${Date.now()}.part`;
+        try {
+          await models.getBlobClient(`${name}/model.onnx`).downloadToFile(part, 0, undefined, { conditions: { ifMatch: `"${v.etag}"` } });
+          await rename(part, file);
+        } catch (err) {
+          await rm(part, { force: true });
+          if (restStatus(err) === 412 || (pinned && restStatus(err) === 404)) throw changed(name, 'model.onnx', v.etag, err);
+          throw storageError(err, 'downloading model', `${models.containerName}/${name}/model.onnx`);
+        }
+      } finally {
+        await held.close();
+        await rm(lock, { force: true });
       }
     }
     let engine: InferenceEngine;
@@ -143,7 +171,7 @@ export class ModelCache {
     const now = new Date();
     await utimes(file, now, now).catch(() => undefined);
     await this.prune(file).catch(() => undefined);
-    return { name, ...v, spec, engine };
+    return { name, ...v, spec, engine, file };
   }
 
   /** Least recently used ONNX files out until the folder fits maxCacheBytes (never `keep`). */
@@ -163,6 +191,7 @@ export class ModelCache {
       if (total <= max) break;
       if (f.path === keep) continue;
       await rm(f.path, { force: true });
+      for (const other of await readdir(this.dir)) if (other.startsWith(`${f.path.slice(this.dir.length + 1)}.`) && other.endsWith('.validated')) await rm(join(this.dir, other), { force: true });
       total -= f.size;
     }
   }
