@@ -3,9 +3,12 @@
  *   (a) bare:     onnxruntime-node session.run on preprocessed tensors, nothing else (the ceiling)
  *   (b) pipeline: the full job through the local host (Azurite, orchestration, activity processes)
  *   (c) naive:    a sequential script: download, sharp, run, upload, one image at a time
- * Ratios b/a and b/c, the pipeline's stage split, orchestration overhead per image (trivial model,
- * 10,000 small blobs), finalize at 1,000 / 10,000 / 50,000 partitions (time, and bytes through the
- * process), peak memory of an activity process, and the deployment package size.
+ * (a) is the best of several configurations (threads, sessions, batch); (b) runs cold (processes up,
+ * model not loaded) and warm. Ratios b/a, cold/warm and b/c, the pipeline's stage split, model
+ * load and time to first result, per-image overhead of a trivial model at 1,000 / 10,000 / 50,000
+ * images (with and without per-image result files; CPU by component), finalize at 1,000 / 10,000 /
+ * 50,000 partitions (time, and bytes through the process), peak memory of an activity process, and
+ * the deployment package size. BENCH_SCALING and BENCH_FINALIZE choose other sizes.
  * Writes bench/results/latest.json and prints a table.
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -27,9 +30,8 @@ import { demoScenes } from '../lib/local/demo';
 import { startLocalHost } from '../lib/local/host';
 import { renderTextScene } from '../lib/local/textImages';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../lib/storage';
-import { Canvas } from '../test/helpers/images';
-import { classifierFixture, classifierSpec } from '../test/helpers/models';
 import { finalizeBench } from './finalize';
+import { scalingBench } from './scaling';
 import { buildYolactResnet50 } from './yolactModel';
 
 const root = resolve(__dirname, '..', '..');
@@ -45,10 +47,17 @@ interface CaseResult {
   model: string;
   images: number;
   bareImagesPerSec: number;
+  bareConfig: string;
+  bareAll: Record<string, number>;
   pipelineImagesPerSec: number;
+  pipelineColdImagesPerSec: number;
   naiveImagesPerSec: number;
   pipelineOverBare: number;
+  coldOverWarm: number;
   pipelineOverNaive: number;
+  /** Cold start: model loads the partitions waited for (longest) and the longest time to a partition's first result. */
+  coldStart: Manifest['coldStart'];
+  processStartMs: number;
   stageSplitPercent: Record<string, number>;
   peakActivityRssMiB: number;
 }
@@ -80,21 +89,62 @@ async function preprocessCost(name: string, spec: InputSpec, images: Buffer[]): 
   return { model: name, images: images.length, referenceMsPerImage: await time(spec), libvipsMsPerImage: await time({ ...spec, resample: 'libvips' }) };
 }
 
-async function session(onnx: Buffer): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential' });
+async function session(onnx: Buffer, threads = 0): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential', ...(threads ? { intraOpNumThreads: threads } : {}) });
 }
 
-async function bare(c: ModelCase, inputs: Buffer[]): Promise<number> {
-  const s = await session(c.onnx);
+interface BareResult {
+  /** Best images/s and the configuration that gave it. */
+  best: number;
+  config: string;
+  all: Record<string, number>;
+}
+
+/**
+ * The ceiling: session.run on tensors prepared in memory, nothing else, in the best of several
+ * configurations on this machine: one session with 1 or all threads, and one session per core
+ * with one thread each running at once (what the pipeline's processes do); batch 4 where the
+ * model takes a batch and the tensors share a shape.
+ */
+async function bare(c: ModelCase, inputs: Buffer[]): Promise<BareResult> {
   const tensors = await Promise.all(inputs.map((b) => prepareImage(b, c.spec.input, DEFAULT_LIMITS)));
-  const name = s.inputNames[0]!;
-  const first = tensors[0]!;
-  await s.run({ [name]: new ort.Tensor('float32', first.tensor, [1, 3, first.transform.inH, first.transform.inW]) }); // warm-up
-  const t0 = performance.now();
-  for (const p of tensors) await s.run({ [name]: new ort.Tensor('float32', p.tensor, [1, 3, p.transform.inH, p.transform.inW]) });
-  const sec = (performance.now() - t0) / 1000;
-  await s.release();
-  return tensors.length / sec;
+  const cores = (await import('node:os')).cpus().length;
+  const all: Record<string, number> = {};
+  const run = async (label: string, sessions: number, threads: number, batch: number): Promise<void> => {
+    const ss = await Promise.all(Array.from({ length: sessions }, () => session(c.onnx, threads)));
+    const name = ss[0]!.inputNames[0]!;
+    const groups: Float32Array[][] = [];
+    const shapes: number[][] = [];
+    for (let i = 0; i < tensors.length; i += batch) {
+      const chunk = tensors.slice(i, i + batch);
+      const t = chunk[0]!.transform;
+      if (chunk.some((p) => p.transform.inH !== t.inH || p.transform.inW !== t.inW)) return; // not batchable
+      const data = new Float32Array(chunk.length * chunk[0]!.tensor.length);
+      chunk.forEach((p, k) => data.set(p.tensor, k * p.tensor.length));
+      groups.push([data]);
+      shapes.push([chunk.length, 3, t.inH, t.inW]);
+    }
+    await ss[0]!.run({ [name]: new ort.Tensor('float32', groups[0]![0]!, shapes[0]!) }); // warm-up
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      ss.map(async (s) => {
+        while (next < groups.length) {
+          const i = next++;
+          await s.run({ [name]: new ort.Tensor('float32', groups[i]![0]!, shapes[i]!) });
+        }
+      }),
+    );
+    all[label] = r2(tensors.length / ((performance.now() - t0) / 1000));
+    await Promise.all(ss.map((s) => s.release()));
+  };
+  await run(`1 session x ${cores} threads, batch 1`, 1, cores, 1);
+  await run('1 session x 1 thread, batch 1', 1, 1, 1);
+  await run(`${cores} sessions x 1 thread, batch 1`, cores, 1, 1);
+  // Batch 4 where the model's batch dimension is dynamic and the tensors share a shape.
+  await run(`${cores} sessions x 1 thread, batch 4`, cores, 1, 4).catch(() => undefined);
+  const [config, best] = Object.entries(all).sort((a, b) => b[1] - a[1])[0]!;
+  return { best, config, all };
 }
 
 async function naive(c: ModelCase, input: ContainerClient, output: ContainerClient, names: string[]): Promise<number> {
@@ -116,18 +166,36 @@ async function naive(c: ModelCase, input: ContainerClient, output: ContainerClie
   return names.length / sec;
 }
 
-async function pipeline(cs: string, c: ModelCase, prefix: string, jobId: string, partitionSize: number): Promise<{ imagesPerSec: number; manifest: Manifest; peakRss: number }> {
+interface PipelineRun {
+  imagesPerSec: number;
+  manifest: Manifest;
+}
+
+/**
+ * The full pipeline through the local host: a job on a host whose processes are up but have not
+ * loaded the model (cold: what a new instance sees), then the same job again under another id
+ * (warm). Partitions of size `partitionSize`, four at a time.
+ */
+async function pipeline(cs: string, c: ModelCase, prefix: string, jobId: string, partitionSize: number): Promise<{ cold: PipelineRun; warm: PipelineRun; peakRss: number; processStartMs: number }> {
+  const t = performance.now();
   const host = await startLocalHost({ storageConnectionString: cs, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models', INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1', IO_CONCURRENCY: '8' }, log: () => undefined, activityOutput: () => undefined });
   try {
-    const t0 = performance.now();
-    await submit({ url: host.url }, { jobId, input: { container: 'bench', prefix }, output: { container: 'bench-out', prefix: 'runs/' }, model: { name: c.name }, partitionSize, maxParallelPartitions: 4, skipExisting: false, params: { masks: true } });
-    const done = await watch({ url: host.url }, jobId, () => undefined, 100);
-    const sec = (performance.now() - t0) / 1000;
-    if (done.runtimeStatus !== 'Completed') throw new Error(`bench job ${jobId} ended ${done.runtimeStatus}: ${JSON.stringify(done.output)}`);
-    const out = BlobServiceClient.fromConnectionString(cs).getContainerClient('bench-out');
-    const manifest = JSON.parse((await readBlob(out, `runs/${jobId}/_manifest.json`))!.data.toString()) as Manifest;
+    await host.pool.ready();
+    const processStartMs = performance.now() - t;
+    const once = async (id: string): Promise<PipelineRun> => {
+      const t0 = performance.now();
+      await submit({ url: host.url }, { jobId: id, input: { container: 'bench', prefix }, output: { container: 'bench-out', prefix: 'runs/' }, model: { name: c.name }, partitionSize, maxParallelPartitions: 4, skipExisting: false, params: { masks: true } });
+      const done = await watch({ url: host.url }, id, () => undefined, 100);
+      const sec = (performance.now() - t0) / 1000;
+      if (done.runtimeStatus !== 'Completed') throw new Error(`bench job ${id} ended ${done.runtimeStatus}: ${JSON.stringify(done.output)}`);
+      const out = BlobServiceClient.fromConnectionString(cs).getContainerClient('bench-out');
+      const manifest = JSON.parse((await readBlob(out, `runs/${id}/_manifest.json`))!.data.toString()) as Manifest;
+      return { imagesPerSec: manifest.counts.images / sec, manifest };
+    };
+    const cold = await once(`${jobId}-cold`);
+    const warm = await once(`${jobId}-warm`);
     const peakRss = Math.max(0, ...(await host.pool.peakMemory()));
-    return { imagesPerSec: manifest.counts.images / sec, manifest, peakRss };
+    return { cold, warm, peakRss, processStartMs };
   } finally {
     await host.stop();
   }
@@ -178,46 +246,32 @@ async function main(): Promise<void> {
     log(`${c.name}: (c) naive sequential script`);
     const cN = await naive(c, input, output, names);
     log(`${c.name}: (b) full pipeline through the local host`);
-    const b = await pipeline(azurite.connectionString, c, `${c.name}/`, `bench-${c.name}`, Math.max(1, Math.ceil(c.images / 8)));
+    const p = await pipeline(azurite.connectionString, c, `${c.name}/`, `bench-${c.name}`, Math.max(1, Math.ceil(c.images / 8)));
+    const b = p.warm;
     const total = Object.values(b.manifest.stageMs).reduce((x, y) => x + y, 0) || 1;
     results.push({
       model: c.name,
       images: c.images,
-      bareImagesPerSec: r2(a),
+      bareImagesPerSec: a.best,
+      bareConfig: a.config,
+      bareAll: a.all,
       pipelineImagesPerSec: r2(b.imagesPerSec),
+      pipelineColdImagesPerSec: r2(p.cold.imagesPerSec),
       naiveImagesPerSec: r2(cN),
-      pipelineOverBare: r2(b.imagesPerSec / a),
+      pipelineOverBare: r2(b.imagesPerSec / a.best),
+      coldOverWarm: r2(p.cold.imagesPerSec / b.imagesPerSec),
       pipelineOverNaive: r2(b.imagesPerSec / cN),
       stageSplitPercent: Object.fromEntries(Object.entries(b.manifest.stageMs).map(([k, v]) => [k.replace(/Ms$/, ''), Math.round((100 * v) / total)])),
-      peakActivityRssMiB: Math.round(b.peakRss / 1048576),
+      peakActivityRssMiB: Math.round(p.peakRss / 1048576),
+      coldStart: p.cold.manifest.coldStart,
+      processStartMs: Math.round(p.processStartMs),
     });
-    log(`${c.name}: bare ${r2(a)} img/s, pipeline ${r2(b.imagesPerSec)} img/s, naive ${r2(cN)} img/s`);
+    log(`${c.name}: bare ${a.best} img/s (${a.config}), pipeline warm ${r2(b.imagesPerSec)} cold ${r2(p.cold.imagesPerSec)} img/s, naive ${r2(cN)} img/s`);
   }
 
-  // Orchestration overhead: a trivial model on 10,000 small blobs; compute is negligible, so the
-  // time per image is what planning, partitions, activities, storage round trips and fan-in cost.
-  const small = 10_000;
-  log(`overhead: uploading ${small} small images`);
-  const tiny = await new Canvas(8, 8, [200, 40, 40]).png();
-  await writeBlob(models, 'trivial/model.onnx', Buffer.from(classifierFixture()));
-  await writeJson(models, 'trivial/model.json', classifierSpec());
-  await mapLimit(Array.from({ length: small }, (_, i) => `small/${String(i).padStart(5, '0')}.png`), 32, (n) => writeBlob(input, n, tiny));
-  const trivial: ModelCase = { name: 'trivial', spec: classifierSpec(), onnx: Buffer.from(classifierFixture()), images: small };
-  const bareTrivial = await bare(trivial, Array.from({ length: 200 }, () => tiny));
-  log('overhead: running the job');
-  const ov = await pipeline(azurite.connectionString, trivial, 'small/', 'bench-overhead', 250);
-  const perImageMs = 1000 / ov.imagesPerSec;
-  const overhead = {
-    images: small,
-    partitions: ov.manifest.counts.partitions,
-    pipelineImagesPerSec: r2(ov.imagesPerSec),
-    wallMsPerImage: r2(perImageMs),
-    bareInferMsPerImage: r2(1000 / bareTrivial),
-    overheadMsPerImage: r2(perImageMs - 1000 / bareTrivial),
-    stageSplitPercent: Object.fromEntries(Object.entries(ov.manifest.stageMs).map(([k, v]) => [k.replace(/Ms$/, ''), Math.round((100 * v) / (Object.values(ov.manifest.stageMs).reduce((x, y) => x + y, 0) || 1))])),
-    peakActivityRssMiB: Math.round(ov.peakRss / 1048576),
-  };
-  log(`overhead: ${overhead.overheadMsPerImage} ms per image`);
+  // Per-image overhead as the job grows (trivial model): with per-image result files and without.
+  const scalingSizes = (process.env['BENCH_SCALING'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
+  const scaling = [...(await scalingBench(azurite, scalingSizes, log)), ...(await scalingBench(azurite, scalingSizes, log, { perImageResults: false }))];
 
   // Finalize at scale: synthetic partitions (set BENCH_FINALIZE to other sizes, e.g. 1000,10000 for a quicker run).
   const finalizeSizes = (process.env['BENCH_FINALIZE'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
@@ -230,7 +284,7 @@ async function main(): Promise<void> {
     yolactShapedModel: { parameters: yolactParams, bytes: (await stat(yolactPath)).size },
     models: results,
     preprocessing,
-    orchestrationOverhead: overhead,
+    scaling,
     finalize,
     deploymentPackage: { zipMiB: r2(pkg.bytes / 1048576), unpackedMiB: r2(pkg.unpackedBytes / 1048576), files: pkg.entries },
     seconds: Math.round((Date.now() - t0) / 1000),
@@ -239,15 +293,20 @@ async function main(): Promise<void> {
   await writeFile(join(root, 'bench', 'results', 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
   await azurite.stop();
 
-  console.log('\n| model | images | (a) bare img/s | (b) pipeline img/s | (c) naive img/s | b/a | b/c | stage split (b) | peak RSS per activity process |');
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('\n| model | images | (a) bare img/s (best config) | (b) pipeline warm img/s | cold img/s | (c) naive img/s | b/a | cold/warm | b/c | stage split (b) | peak RSS per activity process |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of results) {
-    console.log(`| ${r.model} | ${r.images} | ${r.bareImagesPerSec} | ${r.pipelineImagesPerSec} | ${r.naiveImagesPerSec} | ${r.pipelineOverBare} | ${r.pipelineOverNaive} | ${Object.entries(r.stageSplitPercent).map(([k, v]) => `${k} ${v}%`).join(', ')} | ${r.peakActivityRssMiB} MiB |`);
+    console.log(`| ${r.model} | ${r.images} | ${r.bareImagesPerSec} (${r.bareConfig}) | ${r.pipelineImagesPerSec} | ${r.pipelineColdImagesPerSec} | ${r.naiveImagesPerSec} | ${r.pipelineOverBare} | ${r.coldOverWarm} | ${r.pipelineOverNaive} | ${Object.entries(r.stageSplitPercent).map(([k, v]) => `${k} ${v}%`).join(', ')} | ${r.peakActivityRssMiB} MiB |`);
   }
+  console.log('\n| model | bare configurations (img/s) | cold start: model loads waited, longest | longest time to a first result | activity processes up in |');
+  console.log('| --- | --- | --- | --- | --- |');
+  for (const r of results) console.log(`| ${r.model} | ${Object.entries(r.bareAll).map(([k, v]) => `${k}: ${v}`).join('; ')} | ${r.coldStart.modelLoads}, ${r.coldStart.modelLoadMsMax} ms | ${r.coldStart.firstResultMsMax} ms | ${r.processStartMs} ms |`);
   console.log('\n| model | decode + resize + normalise, reference resampling | same with libvips (first landing) |');
   console.log('| --- | --- | --- |');
   for (const p of preprocessing) console.log(`| ${p.model} | ${p.referenceMsPerImage} ms/image | ${p.libvipsMsPerImage} ms/image |`);
-  console.log(`\norchestration overhead (trivial model, ${small} blobs, ${overhead.partitions} partitions): ${overhead.wallMsPerImage} ms/image wall, ${overhead.overheadMsPerImage} ms/image beyond inference; ${overhead.pipelineImagesPerSec} images/s`);
+  console.log('\n| trivial model: images | per-image result files | seconds | ms per image | CPU s per 1,000 images: host / activities / emulator | emulator RSS |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  for (const x of scaling) console.log(`| ${x.images} | ${x.perImageResults ? 'yes' : 'no'} | ${x.seconds} | ${x.msPerImage} | ${x.cpuPer1000.host} / ${x.cpuPer1000.activities} / ${x.cpuPer1000.emulator} | ${x.emulatorRssMiB} MiB |`);
   console.log('\n| finalize: partitions | results per partition | seconds | ms per partition | finalize CPU ms per partition | summaries read | blocks staged from URL | bytes copied in storage | bytes through the process |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const f of finalize) console.log(`| ${f.partitions} | ${f.resultBytesPerPartition} B | ${f.seconds} | ${f.msPerPartition} | ${f.processCpuMsPerPartition} | ${f.summariesRead} | ${f.blocksFromUrl} | ${f.bytesFromUrl} | ${f.bytesThroughProcess} |`);

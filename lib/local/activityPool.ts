@@ -78,6 +78,15 @@ export class ActivityPool {
     for (const s of this.slots) if (s.child.connected) s.child.send({ type: 'preload', model });
   }
 
+  /** Resolves once every worker process has loaded the function files and can take work. */
+  async ready(timeoutMs = 60_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (this.slots.length < this.opts.size || this.slots.some((s) => !s.ready)) {
+      if (Date.now() > end) throw new Error(`activity processes not ready after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Process ids of the live worker processes. */
   pids(): number[] {
     return this.slots.map((s) => s.child.pid).filter((p): p is number => p !== undefined);
