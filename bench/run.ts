@@ -12,7 +12,9 @@
  * Writes bench/results/latest.json and prints a table.
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { buildPackage } from '../lib/deploy/package';
@@ -89,8 +91,8 @@ async function preprocessCost(name: string, spec: InputSpec, images: Buffer[]): 
   return { model: name, images: images.length, referenceMsPerImage: await time(spec), libvipsMsPerImage: await time({ ...spec, resample: 'libvips' }) };
 }
 
-async function session(onnx: Buffer, threads = 0): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential', ...(threads ? { intraOpNumThreads: threads } : {}) });
+async function session(onnx: Buffer): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential' });
 }
 
 interface BareResult {
@@ -102,47 +104,47 @@ interface BareResult {
 
 /**
  * The ceiling: session.run on tensors prepared in memory, nothing else, in the best of several
- * configurations on this machine: one session with 1 or all threads, and one session per core
- * with one thread each running at once (what the pipeline's processes do); batch 4 where the
- * model takes a batch and the tensors share a shape.
+ * configurations on this machine: one session with every core or one thread, one single-threaded
+ * session per core on its own worker thread (what the pipeline's inference workers do), and batch 4
+ * where the model takes a batch and the tensors share a shape.
  */
 async function bare(c: ModelCase, inputs: Buffer[]): Promise<BareResult> {
   const tensors = await Promise.all(inputs.map((b) => prepareImage(b, c.spec.input, DEFAULT_LIMITS)));
-  const cores = (await import('node:os')).cpus().length;
+  const cores = availableParallelism();
   const all: Record<string, number> = {};
-  const run = async (label: string, sessions: number, threads: number, batch: number): Promise<void> => {
-    const ss = await Promise.all(Array.from({ length: sessions }, () => session(c.onnx, threads)));
-    const name = ss[0]!.inputNames[0]!;
-    const groups: Float32Array[][] = [];
-    const shapes: number[][] = [];
+  const batches = (batch: number): { data: Float32Array; shape: number[] }[] | undefined => {
+    const out: { data: Float32Array; shape: number[] }[] = [];
     for (let i = 0; i < tensors.length; i += batch) {
       const chunk = tensors.slice(i, i + batch);
       const t = chunk[0]!.transform;
-      if (chunk.some((p) => p.transform.inH !== t.inH || p.transform.inW !== t.inW)) return; // not batchable
+      if (chunk.some((p) => p.transform.inH !== t.inH || p.transform.inW !== t.inW)) return undefined; // not batchable
       const data = new Float32Array(chunk.length * chunk[0]!.tensor.length);
       chunk.forEach((p, k) => data.set(p.tensor, k * p.tensor.length));
-      groups.push([data]);
-      shapes.push([chunk.length, 3, t.inH, t.inW]);
+      out.push({ data, shape: [chunk.length, 3, t.inH, t.inW] });
     }
-    await ss[0]!.run({ [name]: new ort.Tensor('float32', groups[0]![0]!, shapes[0]!) }); // warm-up
-    let next = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      ss.map(async (s) => {
-        while (next < groups.length) {
-          const i = next++;
-          await s.run({ [name]: new ort.Tensor('float32', groups[i]![0]!, shapes[i]!) });
-        }
-      }),
-    );
-    all[label] = r2(tensors.length / ((performance.now() - t0) / 1000));
-    await Promise.all(ss.map((s) => s.release()));
+    return out;
+  };
+  const run = async (label: string, sessions: number, threads: number, batch: number): Promise<void> => {
+    const groups = batches(batch);
+    if (!groups) return;
+    // Sessions on worker threads, the batches dealt round-robin; timed from the start signal.
+    const workers = Array.from({ length: sessions }, (_, k) => new Worker(join(__dirname, 'bareWorker.js'), { workerData: { onnx: c.onnx, threads, batches: groups.filter((_, i) => i % sessions === k) } }));
+    const next = (w: Worker): Promise<unknown> => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+    try {
+      await Promise.all(workers.map(next));
+      const t0 = performance.now();
+      await Promise.all(workers.map((w) => { const done = next(w); w.postMessage('go'); return done; }));
+      all[label] = r2(tensors.length / ((performance.now() - t0) / 1000));
+    } finally {
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
   };
   await run(`1 session x ${cores} threads, batch 1`, 1, cores, 1);
   await run('1 session x 1 thread, batch 1', 1, 1, 1);
-  await run(`${cores} sessions x 1 thread, batch 1`, cores, 1, 1);
+  if (cores > 1) await run(`${cores} sessions x 1 thread, batch 1`, cores, 1, 1);
   // Batch 4 where the model's batch dimension is dynamic and the tensors share a shape.
   await run(`${cores} sessions x 1 thread, batch 4`, cores, 1, 4).catch(() => undefined);
+  await run(`1 session x ${cores} threads, batch 4`, 1, cores, 4).catch(() => undefined);
   const [config, best] = Object.entries(all).sort((a, b) => b[1] - a[1])[0]!;
   return { best, config, all };
 }
@@ -178,7 +180,7 @@ interface PipelineRun {
  */
 async function pipeline(cs: string, c: ModelCase, prefix: string, jobId: string, partitionSize: number): Promise<{ cold: PipelineRun; warm: PipelineRun; peakRss: number; processStartMs: number }> {
   const t = performance.now();
-  const host = await startLocalHost({ storageConnectionString: cs, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models', INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1', IO_CONCURRENCY: '8' }, log: () => undefined, activityOutput: () => undefined });
+  const host = await startLocalHost({ storageConnectionString: cs, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined, activityOutput: () => undefined });
   try {
     await host.pool.ready();
     const processStartMs = performance.now() - t;

@@ -61,7 +61,7 @@ export async function scalingBench(azurite: AzuriteInstance, sizes = [1_000, 10_
     const prefix = `n${size}/`;
     log(`scaling: uploading ${size} small images`);
     if (!(await input.getBlobClient(`${prefix}${String(size - 1).padStart(6, '0')}.png`).exists())) await mapLimit(Array.from({ length: size }, (_, i) => `${prefix}${String(i).padStart(6, '0')}.png`), 32, (n) => writeBlob(input, n, tiny));
-    const host = await startLocalHost({ storageConnectionString: azurite.connectionString, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models', INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1' }, log: () => undefined, activityOutput: () => undefined });
+    const host = await startLocalHost({ storageConnectionString: azurite.connectionString, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined, activityOutput: () => undefined });
     try {
       const pids = () => host.pool.pids();
       const before = { host: process.cpuUsage(), activities: 0, emulator: await cpuSeconds(azurite.process.pid!) };

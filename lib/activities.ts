@@ -10,7 +10,8 @@ import { finalizeJob, type CostSettings, type FinalizeInput, type Manifest } fro
 import { claimJobFolder, clearOutcome } from './jobFolder';
 import type { JobSpec } from './jobs';
 import { ModelCache, type ModelVersion } from './model';
-import { settings } from './config';
+import { inferenceLayout, settings } from './config';
+import { instanceCores } from './cores';
 import { inferPartition, type PartitionSummary } from './pipeline';
 import { dataService, ensureContainer, readJson, planIndexName, writePlan, type PlanIndex } from './storage';
 
@@ -176,7 +177,7 @@ export function defaultActivities(): Activities {
     const s = settings();
     processActivities = createActivities({
       service: () => dataService(s.data),
-      cache: new ModelCache({ workers: s.inferWorkers, intraOpThreads: s.ortIntraOpThreads, batchSize: s.inferBatchSize, maxCacheBytes: s.modelCacheMaxBytes }),
+      cache: new ModelCache({ ...inferenceLayout(s, instanceCores()), batchSize: s.inferBatchSize, maxCacheBytes: s.modelCacheMaxBytes }),
       modelsContainer: s.modelsContainer,
       ioConcurrency: s.ioConcurrency,
       maxImageBytes: s.maxImageBytes,

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadSettings, parseSecretUri, SETTINGS, validateContainerName } from '../lib/config';
+import { inferenceLayout, loadSettings, parseSecretUri, SETTINGS, validateContainerName } from '../lib/config';
+import { cgroupCpuLimit, instanceCores } from '../lib/cores';
 import { LakeInferError } from '../lib/errors';
 
 const CS = 'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:1/devstoreaccount1';
@@ -21,7 +22,7 @@ test('defaults apply when only the data connection is set', () => {
   assert.deepEqual(s.data, { kind: 'connectionString', connectionString: CS });
   assert.equal(s.taskHub, 'lakeinfer');
   assert.equal(s.modelsContainer, 'models');
-  assert.equal(s.inferWorkers, 1);
+  assert.equal(s.inferWorkers, 0, 'one worker per core');
   assert.equal(s.ortIntraOpThreads, 0);
   assert.equal(s.inferBatchSize, 4);
   assert.equal(s.ioConcurrency, 8);
@@ -75,7 +76,7 @@ test('a connection string that is not one is refused without echoing it', () => 
 
 test('integer settings are range checked and named', () => {
   expectSettingError(() => loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: 'two' }), 'ConfigInvalid', 'INFER_WORKERS', /'two'/);
-  expectSettingError(() => loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '0' }), 'ConfigInvalid', 'INFER_WORKERS', /between 1 and 64/);
+  expectSettingError(() => loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '65' }), 'ConfigInvalid', 'INFER_WORKERS', /between 0 and 64/);
   expectSettingError(() => loadSettings({ DATA_STORAGE: CS, INFER_BATCH_SIZE: '1.5' }), 'ConfigInvalid', 'INFER_BATCH_SIZE');
   assert.equal(loadSettings({ DATA_STORAGE: CS, IO_CONCURRENCY: ' 16 ' }).ioConcurrency, 16);
 });
@@ -87,4 +88,34 @@ test('container and task hub names are validated', () => {
   assert.throws(() => validateContainerName('a--b', 'x'));
   assert.throws(() => validateContainerName('ab', 'x'));
   assert.throws(() => validateContainerName('-abc', 'x'));
+});
+
+test('inference layout: one single-threaded session per core unless set', () => {
+  const auto = loadSettings({ DATA_STORAGE: CS });
+  assert.deepEqual(inferenceLayout(auto, 1), { workers: 1, intraOpThreads: 1 });
+  assert.deepEqual(inferenceLayout(auto, 2), { workers: 2, intraOpThreads: 1 });
+  assert.deepEqual(inferenceLayout(auto, 0), { workers: 1, intraOpThreads: 1 }, 'at least one');
+  assert.deepEqual(inferenceLayout(loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '1' }), 4), { workers: 1, intraOpThreads: 4 }, 'one session gets every core');
+  assert.deepEqual(inferenceLayout(loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '3', ORT_INTRA_OP_THREADS: '2' }), 2), { workers: 3, intraOpThreads: 2 }, 'explicit settings win');
+  assert.deepEqual(inferenceLayout(loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '3' }), 2), { workers: 3, intraOpThreads: 1 });
+  expectSettingError(() => loadSettings({ DATA_STORAGE: CS, INFER_WORKERS: '-1' }), 'ConfigInvalid', 'INFER_WORKERS');
+});
+
+test('instance cores: the smaller of the scheduled CPUs and the cgroup quota', () => {
+  const files = (m: Record<string, string>) => (p: string): string => {
+    const v = m[p];
+    if (v === undefined) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
+    return v;
+  };
+  assert.equal(cgroupCpuLimit(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })), undefined);
+  assert.equal(cgroupCpuLimit(files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' })), 1.5);
+  assert.equal(cgroupCpuLimit(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '200000', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' })), 2);
+  assert.equal(cgroupCpuLimit(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' })), undefined);
+  assert.equal(cgroupCpuLimit(files({})), undefined);
+  assert.equal(instanceCores(undefined, 8), 8);
+  assert.equal(instanceCores(1, 8), 1, 'a 1-CPU container on an 8-core host');
+  assert.equal(instanceCores(1.5, 8), 1);
+  assert.equal(instanceCores(0.5, 8), 1, 'at least one');
+  assert.equal(instanceCores(16, 4), 4);
+  assert.ok(instanceCores() >= 1);
 });

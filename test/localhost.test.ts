@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
 import { main as cli } from '../lib/local/cli';
 import { runDemo, uploadDemo } from '../lib/local/demo';
-import { startLocalHost, type LocalHost } from '../lib/local/host';
+import { localInferenceLayout, startLocalHost, type LocalHost } from '../lib/local/host';
 import { status, submit } from '../lib/local/client';
 import type { Manifest } from '../lib/finalize';
 import type { ImageResult } from '../lib/pipeline';
@@ -160,4 +160,11 @@ describe('a host killed mid-job and restarted', () => {
     // Images whose results were written before the kill are skipped on the rerun (skipExisting), not redone.
     assert.deepEqual({ images: m.counts.images, done: m.counts.succeeded + m.counts.skipped, failed: m.counts.failed, partitions: m.counts.partitions }, { images: 30, done: 30, failed: 0, partitions: 15 });
   });
+});
+
+test('local host: the activity processes share the cores, one single-threaded session per core', () => {
+  assert.deepEqual(localInferenceLayout(2, 2), { INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1' });
+  assert.deepEqual(localInferenceLayout(2, 1), { INFER_WORKERS: '2', ORT_INTRA_OP_THREADS: '1' });
+  assert.deepEqual(localInferenceLayout(8, 2), { INFER_WORKERS: '4', ORT_INTRA_OP_THREADS: '1' });
+  assert.deepEqual(localInferenceLayout(1, 4), { INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1' }, 'at least one');
 });

@@ -64,7 +64,7 @@ export async function runDemo(opts: { images?: number; port?: number; outDir?: s
   };
   const t0 = Date.now();
   say('lakeinfer demo: starting the local host (embedded Azurite, HTTP API, Durable engine, 2 activity processes)...');
-  const host = await startLocalHost({ port: opts.port ?? 0, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models', INFER_WORKERS: '1' }, log: () => undefined });
+  const host = await startLocalHost({ port: opts.port ?? 0, activityProcesses: 2, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined });
   try {
     say(`  host:    ${host.url}   (POST /api/jobs, GET|DELETE /api/jobs/{id})`);
     say(`  storage: Azurite at ${host.connectionString.match(/BlobEndpoint=([^;]+)/)?.[1]}`);

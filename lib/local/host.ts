@@ -23,6 +23,7 @@ import { RequestError, send } from './http';
 import { httpTriggers } from './httpTriggers';
 import { seeded } from './random';
 import { InstanceStore } from './state';
+import { instanceCores } from '../cores';
 
 export interface LocalHostOptions {
   /** Port on 127.0.0.1; 0 picks a free one. */
@@ -94,10 +95,13 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     azurite = await start();
     cs = azurite.connectionString;
   }
+  const size = opts.activityProcesses ?? 2;
   const settings: Record<string, string> = {
     AzureWebJobsStorage: cs,
     DATA_STORAGE: cs,
     TASK_HUB_NAME: 'lakeinfer',
+    // The activity processes stand for instances sharing this machine's cores.
+    ...localInferenceLayout(instanceCores(), size),
     ...opts.settings,
   };
   Object.assign(process.env, settings);
@@ -108,7 +112,6 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   const service = BlobServiceClient.fromConnectionString(cs);
   const store = new InstanceStore(service.getContainerClient(`${(settings['TASK_HUB_NAME'] ?? 'lakeinfer').toLowerCase()}-local-instances`));
   await store.init();
-  const size = opts.activityProcesses ?? 2;
   const pool = new ActivityPool({ size, env: { ...process.env, ...settings }, log, ...(opts.activityOutput ? { output: opts.activityOutput } : {}) });
   const rand = seeded(opts.faults?.seed ?? 1);
   const engine = new DurableEngine(functions, {
@@ -209,4 +212,14 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
       await azurite?.stop({ keepData: opts.azuriteLocation !== undefined });
     },
   };
+}
+
+/**
+ * INFER_WORKERS and ORT_INTRA_OP_THREADS for `processes` activity processes on one machine of
+ * `cores` cores: the cores shared among the processes, one single-threaded session per core (what
+ * an instance of that many cores gets by default).
+ */
+export function localInferenceLayout(cores: number, processes: number): { INFER_WORKERS: string; ORT_INTRA_OP_THREADS: string } {
+  const perProcess = Math.max(1, Math.floor(cores / Math.max(1, processes)));
+  return { INFER_WORKERS: String(perProcess), ORT_INTRA_OP_THREADS: '1' };
 }
