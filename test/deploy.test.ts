@@ -4,12 +4,12 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SETTINGS } from '../lib/config';
-import { buildPackage, type PackageReport } from '../lib/deploy/package';
+import { buildPackage, excluded, installArgs, sharpPlatform, stageApp, TARGET, verifyStaged, type PackageReport } from '../lib/deploy/package';
 import { extractZip, listZip, type ZipEntryInfo } from '../lib/deploy/zip';
 import { execFileSync } from 'node:child_process';
 
@@ -34,6 +34,61 @@ test('package: host.json, package.json whose main glob finds every function file
   // Every module the function files need is in the package.
   for (const dep of Object.keys(pkg.dependencies)) assert.ok([...names].some((n) => n.startsWith(`node_modules/${dep}/`)), `${dep} is packaged`);
   for (const lib of ['dist/lib/activities.js', 'dist/lib/model/worker.js', 'dist/lib/orchestrator.js']) assert.ok(names.has(lib), lib);
+});
+
+test('package: the staged app (what azd deploys) has the linux-x64 glibc binaries and nothing else', async () => {
+  assert.deepEqual(TARGET, { os: 'linux', cpu: 'x64', libc: 'glibc' });
+  assert.deepEqual(await verifyStaged(report.appDir), []);
+  // npm chooses the binaries by the target, never by this machine.
+  assert.deepEqual(installArgs(TARGET).filter((a) => /^--(os|cpu|libc)=/.test(a)), ['--os=linux', '--cpu=x64', '--libc=glibc']);
+  assert.ok(installArgs(TARGET).includes('--omit=dev') && installArgs(TARGET).includes('--ignore-scripts'));
+  assert.equal(sharpPlatform(TARGET), 'linux-x64');
+  assert.equal(sharpPlatform({ os: 'linux', cpu: 'arm64', libc: 'musl' }), 'linuxmusl-arm64');
+  assert.ok(excluded('node_modules/@img/sharp-darwin-arm64/lib/sharp-darwin-arm64.node'));
+  assert.ok(excluded('node_modules/onnxruntime-node/bin/napi-v6/win32/x64/onnxruntime_binding.node'));
+  assert.ok(!excluded('node_modules/onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node'));
+  // The staged folder and the zip hold the same files (the zip leaves out azd's .funcignore).
+  const staged: string[] = [];
+  const walk = async (d: string, rel = ''): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      if (e.isDirectory()) await walk(join(d, e.name), `${rel}${e.name}/`);
+      else staged.push(`${rel}${e.name}`);
+    }
+  };
+  await walk(report.appDir);
+  assert.deepEqual(staged.filter((f) => f !== '.funcignore').sort(), entries.map((e) => e.name).sort());
+  // azd copies the dist folder honouring its .funcignore: ours ignores nothing.
+  const ignore = (await readFile(join(report.appDir, '.funcignore'), 'utf8')).split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  assert.deepEqual(ignore, []);
+});
+
+test('package: staged for another platform from this one, npm installs that platform\'s binaries', async () => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'lakeinfer-pkg-mac-')), 'app');
+  const mac = { os: 'darwin', cpu: 'arm64', libc: 'glibc' } as const;
+  await stageApp(root, dir, mac);
+  assert.deepEqual(await verifyStaged(dir, mac), []);
+  const img = await readdir(join(dir, 'node_modules', '@img'));
+  assert.ok(img.includes('sharp-darwin-arm64'), img.join(', '));
+  assert.ok(!img.some((n) => n.includes('linux')), `no linux binaries when staged for macOS: ${img.join(', ')}`);
+  const ort = await readdir(join(dir, 'node_modules', 'onnxruntime-node', 'bin', (await readdir(join(dir, 'node_modules', 'onnxruntime-node', 'bin')))[0]!));
+  assert.deepEqual(ort, ['darwin']);
+  // And the linux staging done from here carries no darwin or win32 binaries (checked by verifyStaged above).
+  assert.ok((await verifyStaged(dir, TARGET)).some((p) => /missing sharp binding for linux-x64/.test(p)));
+});
+
+test('azure.yaml deploys the staged app without a remote build', async () => {
+  const yaml = await readFile(join(root, 'azure.yaml'), 'utf8');
+  const api = /\n  api:\n((?: {4}.*\n)+)/.exec(yaml)?.[1] ?? '';
+  assert.match(api, /^ {4}host: function$/m);
+  assert.match(api, /^ {4}language: js$/m);
+  assert.match(api, /^ {4}dist: \.deploy\/app$/m);
+  assert.match(api, /^ {4}remoteBuild: false$/m);
+  assert.doesNotMatch(yaml, /prepackage/, 'azd runs the package script itself (npm framework), for azd deploy too');
+  const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  assert.match(pkg.scripts['package']!, /dist\/lib\/deploy\/package\.js/);
+  // The project's .funcignore must not drop node_modules (azd refuses remoteBuild: false then).
+  const funcignore = await readFile(join(root, '.funcignore'), 'utf8');
+  assert.doesNotMatch(funcignore, /^node_modules/m);
 });
 
 test('package: no dev files, no dev dependencies, linux-x64 native binaries only, size bounded', () => {
