@@ -12,7 +12,10 @@ import { dataService } from '../lib/storage';
 const MAX_BODY_BYTES = 1024 * 1024;
 
 /** The data account the job folders live in (job records, outcomes). */
-const apiOptions = (): ApiOptions => ({ storage: () => dataService(settings().data) });
+const apiOptions = (): ApiOptions => {
+  const s = settings();
+  return { storage: () => dataService(s.data), containers: { input: s.inputContainers, output: s.outputContainers } };
+};
 
 /** The Durable client as the JobClient the API logic needs. */
 export function durableJobClient(context: InvocationContext): JobClient {

@@ -1,40 +1,84 @@
-// lakeinfer on Azure: a Flex Consumption (FC1) Node 20 Function App with one user-assigned identity,
-// identity-based host storage, an ADLS Gen2 data account (input, output, models), Key Vault (RBAC),
-// Application Insights, and least-privilege role assignments. No shared keys anywhere.
+// lakeinfer on Azure: a Flex Consumption (FC1) Node 22 Function App with one user-assigned identity,
+// identity-based host storage, an ADLS Gen2 data account (input, output, models), Key Vault (RBAC,
+// purge protection) for an external data account's connection string, Application Insights, and
+// least-privilege role assignments for the app and for the operator who deploys it (azd sets
+// principalId to the signed-in user). No shared keys on the accounts this template creates, no basic
+// publishing credentials.
 targetScope = 'resourceGroup'
 
 @description('Name of the azd environment; used to name resources.')
 param environmentName string
 
-@description('Location of every resource.')
+@minLength(1)
+@description('Location of every resource: a region where Flex Consumption is offered (the list Microsoft\'s Flex Consumption azd templates allow).')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({ azd: { type: 'location' } })
 param location string = resourceGroup().location
 
-@description('Memory of each instance in MB (Flex Consumption: 512, 2048 or 4096).')
-@allowed([512, 2048, 4096])
+@description('Memory of each instance in MB. An activity holds the model, its sessions and images in flight (500-700 MiB measured for YOLACT-ResNet50 with one session), so 512 MB instances are not offered. 2048 MB gives 1 vCPU, 4096 MB gives 2.')
+@allowed([2048, 4096])
 param instanceMemoryMB int = 4096
 
-@description('Most instances the app scales out to.')
-@minValue(1)
+@description('Most instances the app scales out to (Flex Consumption accepts 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 100
+
+@description('Object id of the operator who deploys (azd sets it to the signed-in user): granted Storage Blob Data Contributor on the data account so the lakeinfer CLI can upload models and images and read results with Entra ID. Empty: no operator role.')
+param principalId string = ''
+
+@description('Kind of principalId.')
+@allowed(['User', 'Group', 'ServicePrincipal'])
+param principalType string = 'User'
 
 @description('Container names in the data account.')
 param inputContainer string = 'images'
 param outputContainer string = 'results'
 param modelsContainer string = 'models'
 
-@description('Read the data connection from a Key Vault secret (DATA_STORAGE_SECRET_URI) instead of the managed identity (DATA_STORAGE__serviceUri).')
-param useKeyVaultSecret bool = false
-
 @secure()
-@description('When useKeyVaultSecret: the data connection string to store as the secret.')
-param dataConnectionString string = ''
+@description('Optional: the connection string of a data account this template does not create (another subscription or tenant). When set, it is stored as a Key Vault secret in this deployment and the app reads its data through it (DATA_STORAGE_SECRET_URI) instead of the provisioned data account with its identity. The provisioned accounts keep shared keys off either way.')
+param externalDataConnectionString string = ''
+
+var useExternalData = !empty(externalDataConnectionString)
 
 @description('Durable task hub name.')
 param taskHubName string = 'lakeinfer'
 
-@description('Inference knobs (see README, Settings).')
-param inferWorkers int = 1
+@description('Inference knobs (see README, Settings). 0: one single-threaded session per core of the instance.')
+param inferWorkers int = 0
 param ortIntraOpThreads int = 0
 param inferBatchSize int = 4
 param ioConcurrency int = 8
@@ -103,11 +147,11 @@ resource dataStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   sku: { name: 'Standard_LRS' }
   properties: {
     isHnsEnabled: true
-    allowSharedKeyAccess: useKeyVaultSecret
+    allowSharedKeyAccess: false
     allowBlobPublicAccess: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    defaultToOAuthAuthentication: !useKeyVaultSecret
+    defaultToOAuthAuthentication: true
   }
 }
 
@@ -131,7 +175,7 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   name: modelsContainer
 }
 
-// ---- Key Vault (RBAC) for users who prefer a connection string secret ----
+// ---- Key Vault (RBAC): holds an external data account's connection string when one is given ----
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: 'kv-${token}'
   location: location
@@ -142,14 +186,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
+    enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
   }
 }
 
-resource dataSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useKeyVaultSecret) {
+// Written in the same pass as everything else: its value is a parameter, not an output of this deployment.
+resource dataSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (useExternalData) {
   parent: vault
   name: 'data-storage-connection'
-  properties: { value: dataConnectionString }
+  properties: { value: externalDataConnectionString, contentType: 'Azure Storage connection string' }
 }
 
 // ---- monitoring ----
@@ -179,6 +225,8 @@ var baseSettings = [
   { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
   { name: 'TASK_HUB_NAME', value: taskHubName }
   { name: 'MODELS_CONTAINER', value: modelsContainer }
+  { name: 'INPUT_CONTAINERS', value: useExternalData ? '' : inputContainer }
+  { name: 'OUTPUT_CONTAINERS', value: useExternalData ? '' : outputContainer }
   { name: 'INFER_WORKERS', value: string(inferWorkers) }
   { name: 'ORT_INTRA_OP_THREADS', value: string(ortIntraOpThreads) }
   { name: 'INFER_BATCH_SIZE', value: string(inferBatchSize) }
@@ -190,7 +238,7 @@ var baseSettings = [
   { name: 'INSTANCE_MEMORY_MB', value: string(instanceMemoryMB) }
   { name: 'PRICE_PER_GB_SECOND', value: pricePerGbSecond }
 ]
-var dataSettings = useKeyVaultSecret
+var dataSettings = useExternalData
   ? [
       { name: 'DATA_STORAGE_SECRET_URI', value: '${vault.properties.vaultUri}secrets/data-storage-connection' }
     ]
@@ -228,8 +276,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           authentication: { type: 'UserAssignedIdentity', userAssignedIdentityResourceId: identity.id }
         }
       }
-      scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: instanceMemoryMB }
-      runtime: { name: 'node', version: '20' }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        // Durable Functions on Flex: one instance of the durable group always up, so orchestrations
+        // and activities are picked up without waiting for the scale controller.
+        alwaysReady: [{ name: 'durable', instanceCount: 1 }]
+      }
+      runtime: { name: 'node', version: '22' }
     }
     siteConfig: {
       minTlsVersion: '1.2'
@@ -238,6 +292,19 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: concat(baseSettings, dataSettings)
     }
   }
+}
+
+// Deployments authenticate with Entra ID (azd, az CLI); no FTP or SCM basic-auth credentials.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: { allow: false }
 }
 
 // ---- least-privilege roles for the app's identity ----
@@ -279,9 +346,10 @@ resource outputContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
 }
 
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: vault
-  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
+// Key Vault Secrets User on the one secret, not the vault.
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useExternalData) {
+  scope: dataSecret
+  name: guid(dataSecret.id, identity.id, roles.keyVaultSecretsUser)
   properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
 }
 
@@ -291,7 +359,16 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
 }
 
+// ---- the operator (azd: the signed-in user): data in and out with Entra ID, through the lakeinfer CLI ----
+resource operatorData 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  scope: dataStorage
+  name: guid(dataStorage.id, principalId, roles.storageBlobDataContributor)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor), principalId: principalId, principalType: principalType }
+}
+
 output AZURE_FUNCTION_APP_NAME string = app.name
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output LAKEINFER_URL string = 'https://${app.properties.defaultHostName}'
 output DATA_STORAGE_ACCOUNT string = dataStorage.name
+output LAKEINFER_ACCOUNT_URL string = dataStorage.properties.primaryEndpoints.blob
 output KEY_VAULT_NAME string = vault.name

@@ -147,6 +147,7 @@ export function createActivities(deps: ActivityDeps) {
             params: input.job.params,
             overlays: input.job.output.overlays,
             perImageResults: input.job.output.perImageResults !== false,
+            parquet: (input.job.output.formats ?? ['parquet']).includes('parquet'),
             skipExisting: input.job.skipExisting,
             ...(input.run !== undefined ? { run: input.run } : {}),
             ...(input.maxAttempts !== undefined ? { maxAttempts: input.maxAttempts } : {}),

@@ -43,6 +43,20 @@ export interface ApiOptions {
   /** The data account holding the job folders (job records, outcomes); without it those checks are skipped. */
   storage?: () => Promise<BlobServiceClient>;
   now?: Date;
+  /** Containers jobs may read from and write to (the provisioned ones); empty or absent: any. */
+  containers?: { input: string[]; output: string[] };
+}
+
+/** A job naming a container the app was not given access to: 400 now, not 403 mid-job. */
+export function containerIssue(job: Pick<JobSpec, 'input' | 'output'>, allowed: ApiOptions['containers']): LakeInferError | undefined {
+  for (const side of ['input', 'output'] as const) {
+    const list = allowed?.[side] ?? [];
+    const name = job[side].container;
+    if (list.length > 0 && !list.includes(name)) {
+      return new LakeInferError('InvalidRequest', `field '${side}.container' names '${name}', which this deployment does not ${side === 'input' ? 'read' : 'write'} (${side.toUpperCase()}_CONTAINERS: ${list.join(', ')})`, { target: `${side}.container` });
+    }
+  }
+  return undefined;
 }
 
 function error(status: number, e: LakeInferError): ApiResponse {
@@ -108,6 +122,8 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
     if (isLakeInferError(err)) return error(400, err);
     throw err;
   }
+  const denied = containerIssue(job, opts.containers);
+  if (denied) return error(400, denied);
   const existing = await client.status(job.jobId);
   const previous = existing ? jobOf(existing.input) : undefined;
   const conflict = (fields: string[]): ApiResponse =>

@@ -23,6 +23,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { name: 'DATA_STORAGE__clientId', description: 'Client id of the user-assigned managed identity used for DATA_STORAGE__serviceUri.', readBy: 'lakeinfer' },
   { name: 'DATA_STORAGE_SECRET_URI', description: 'Key Vault secret URI (https://<vault>.vault.azure.net/secrets/<name>[/<version>]) whose value is the data connection string.', readBy: 'lakeinfer' },
   { name: 'MODELS_CONTAINER', description: 'Container holding <model>/model.onnx and <model>/model.json.', default: 'models', readBy: 'lakeinfer' },
+  { name: 'INPUT_CONTAINERS', description: 'Comma-separated containers a job may read images from (those the app\'s identity may read); unset or empty: any. A job naming another is refused with 400 on input.container.', readBy: 'lakeinfer' },
+  { name: 'OUTPUT_CONTAINERS', description: 'Comma-separated containers a job may write to (those the app\'s identity may write); unset or empty: any. A job naming another is refused with 400 on output.container.', readBy: 'lakeinfer' },
   { name: 'INFER_WORKERS', description: 'Inference worker threads per instance (each holds one ONNX session); 0: one per core of the instance (measured best: see README, Benchmarks).', default: '0', readBy: 'lakeinfer' },
   { name: 'ORT_INTRA_OP_THREADS', description: 'onnxruntime intra-op threads per session; 0: the instance\'s cores divided among the workers (at least 1).', default: '0', readBy: 'lakeinfer' },
   { name: 'INFER_BATCH_SIZE', description: 'Images per session.run when the model has a dynamic batch dimension.', default: '4', readBy: 'lakeinfer' },
@@ -31,7 +33,7 @@ export const SETTINGS: readonly SettingDef[] = [
   { name: 'MAX_IMAGE_PIXELS', description: 'Largest decoded image accepted (width x height); guards against decompression bombs.', default: String(100_000_000), readBy: 'lakeinfer' },
   { name: 'MODEL_CACHE_MAX_BYTES', description: 'Most bytes of downloaded ONNX files kept on an instance\'s local disk (least recently used go first).', default: String(2 * 1024 ** 3), readBy: 'lakeinfer' },
   { name: 'PARTITION_TIME_BUDGET_SECONDS', description: 'A partition stops taking new images after this long and returns what it finished; the orchestrator runs the rest as a continuation (keep it well inside host.json functionTimeout, 30 min).', default: '1200', readBy: 'lakeinfer' },
-  { name: 'INSTANCE_MEMORY_MB', description: 'Memory of one instance, for the GB-seconds in the manifest and report (Flex Consumption: 512, 2048 or 4096).', default: '2048', readBy: 'lakeinfer' },
+  { name: 'INSTANCE_MEMORY_MB', description: 'Memory of one instance, for the GB-seconds in the manifest and report (Flex Consumption: 2048 or 4096; infra/ sets it).', default: '2048', readBy: 'lakeinfer' },
   { name: 'PRICE_PER_GB_SECOND', description: 'Price of one GB-second in USD, for the cost estimate (Flex Consumption on demand).', default: '0.000026', readBy: 'lakeinfer' },
   { name: 'AZURE_CLIENT_ID', description: 'Read by DefaultAzureCredential to pick the user-assigned managed identity.', readBy: 'azure-sdk' },
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', description: 'Application Insights for the host (provisioned by infra/).', readBy: 'host' },
@@ -47,6 +49,9 @@ export interface Settings {
   taskHub: string;
   data: DataConnection;
   modelsContainer: string;
+  /** Containers jobs may read from / write to; empty: any. */
+  inputContainers: string[];
+  outputContainers: string[];
   inferWorkers: number;
   ortIntraOpThreads: number;
   inferBatchSize: number;
@@ -181,12 +186,21 @@ export function inferenceLayout(s: Pick<Settings, 'inferWorkers' | 'ortIntraOpTh
   return { workers, intraOpThreads: s.ortIntraOpThreads > 0 ? s.ortIntraOpThreads : Math.max(1, Math.floor(c / workers)) };
 }
 
+/** A comma-separated list of container names (empty when unset). */
+function containerList(env: Env, name: string): string[] {
+  const v = raw(env, name);
+  if (v === undefined) return [];
+  return [...new Set(v.split(',').map((c) => c.trim()).filter((c) => c !== '').map((c) => validateContainerName(c, name)))];
+}
+
 /** Reads and validates every setting. Throws LakeInferError naming the first wrong or missing setting. */
 export function loadSettings(env: Env = process.env): Settings {
   return {
     taskHub: validateTaskHub(withDefault(env, 'TASK_HUB_NAME')!),
     data: parseDataConnection(env),
     modelsContainer: validateContainerName(withDefault(env, 'MODELS_CONTAINER')!, 'MODELS_CONTAINER'),
+    inputContainers: containerList(env, 'INPUT_CONTAINERS'),
+    outputContainers: containerList(env, 'OUTPUT_CONTAINERS'),
     inferWorkers: intSetting(env, 'INFER_WORKERS', 0, 64),
     ortIntraOpThreads: intSetting(env, 'ORT_INTRA_OP_THREADS', 0, 256),
     inferBatchSize: intSetting(env, 'INFER_BATCH_SIZE', 1, 256),

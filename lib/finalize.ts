@@ -10,7 +10,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { mapLimit } from './concurrency';
 import { decideOutcome, type JobStatus } from './jobFolder';
-import type { JobSpec } from './jobs';
+import { OUTPUT_FORMATS, type JobSpec } from './jobs';
 import type { JobTotals } from './orchestration';
 import {
   addStages,
@@ -28,6 +28,7 @@ import {
   type StageTimings,
 } from './parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
+import { PARQUET_DATASET } from './parquet';
 import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from './storage';
 
 export interface PartitionFailure {
@@ -70,6 +71,8 @@ export interface Manifest {
   instanceSeconds: number;
   /** Cold starts: model loads the partitions waited for, and the time from a partition's start to its first result. */
   coldStart: { modelLoads: number; modelLoadMsTotal: number; modelLoadMsMax: number; firstResultMsMean: number; firstResultMsMax: number };
+  /** Results as datasets: `results` is the Parquet dataset (when the job's formats include it). */
+  datasets?: { results: ParquetDataset };
   cost: CostEstimate;
   files: string[];
 }
@@ -129,6 +132,39 @@ function* failureParts(prefix: string, infos: readonly PartInfo[]): Generator<Pa
     }
     yield* fragmentParts(prefix, [info], 'failures');
   }
+}
+
+/** The Parquet dataset of a job: its parts in partition order, and the folder holding only them. */
+export interface ParquetDataset {
+  format: 'parquet';
+  /** The folder (blob prefix) Spark, DuckDB and pandas read as one table. */
+  path: string;
+  /** Part names relative to the folder, in partition order. */
+  parts: string[];
+  rows: number;
+  bytes: number;
+  /** Parts found in the folder that no partition names (an earlier run's), deleted. */
+  removed: number;
+}
+
+async function settleParquetDataset(output: ContainerClient, p: string, infos: readonly PartInfo[], concurrency: number): Promise<ParquetDataset> {
+  const parts: string[] = [];
+  let rows = 0;
+  let bytes = 0;
+  for (const info of infos) {
+    if (!('pieces' in info)) continue;
+    for (const piece of info.pieces) {
+      if (!piece.parquet) continue;
+      parts.push(piece.parquet.name.slice(PARQUET_DATASET.length));
+      rows += piece.parquet.rows;
+      bytes += piece.parquet.bytes;
+    }
+  }
+  const listed = new Set(parts);
+  const stale: string[] = [];
+  for await (const b of output.listBlobsFlat({ prefix: `${p}${PARQUET_DATASET}` })) if (!listed.has(b.name.slice(p.length + PARQUET_DATASET.length))) stale.push(b.name);
+  await mapLimit(stale, concurrency, (name) => output.getBlobClient(name).deleteIfExists());
+  return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length };
 }
 
 function count(it: Iterable<unknown>): number {
@@ -201,9 +237,14 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   // Pass 2: compose the three files in storage.
   const composeOpts = { concurrency, stats, ...(opts.maxBlocks ? { maxBlocks: opts.maxBlocks } : {}) };
   const numbered = (base: string, ext: string) => (i: number | undefined) => `${p}${base}${i === undefined ? '' : `-${String(i).padStart(5, '0')}`}${ext}`;
-  const resultsFiles = await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts);
+  const formats = input.job.output.formats ?? OUTPUT_FORMATS;
+  const resultsFiles = formats.includes('jsonl') ? await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts) : [];
   // COCO: '[' + fragments of ',\n{...}' + ']': the first fragment of each file is taken without its comma.
-  const cocoFiles = await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts);
+  const cocoFiles = formats.includes('coco') ? await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts) : [];
+  // Parquet: the pieces wrote their parts in place; the dataset is exactly the parts the summaries
+  // name (a part left by an earlier, differently split run is removed, so readers of the folder see
+  // each image once).
+  const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency) : undefined;
   const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.
@@ -235,7 +276,8 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
       firstResultMsMax: Math.round(firstResults.reduce((a, b) => Math.max(a, b), 0)),
     },
     cost: estimateCost(t.activitySeconds, costSettings),
-    files: [...resultsFiles, ...cocoFiles, ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
+    files: [...resultsFiles, ...cocoFiles, ...(dataset ? [`${p}${PARQUET_DATASET}`] : []), ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
+    ...(dataset ? { datasets: { results: dataset } } : {}),
   };
   await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds }));
   await writeJson(output, `${p}_manifest.json`, manifest);

@@ -40,11 +40,20 @@ const partitionSize = z.number().int().min(1).max(10_000);
 const maxParallelPartitions = z.number().int().min(1).max(1000);
 const toleratedFailurePercent = z.number().min(0).max(100);
 
+/** Output formats a job writes: results.jsonl, coco_results.json, the results.parquet dataset. */
+export const OUTPUT_FORMATS = ['jsonl', 'coco', 'parquet'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+const formats = z
+  .array(z.enum(OUTPUT_FORMATS))
+  .min(1)
+  .refine((f) => new Set(f).size === f.length, 'must not repeat a format')
+  .transform((f) => OUTPUT_FORMATS.filter((x) => f.includes(x)));
+
 export const JobRequestSchema = z
   .object({
     jobId: jobId.optional(),
     input: z.object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true) }).strict(),
+    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats: formats.default([...OUTPUT_FORMATS]) }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize: partitionSize.default(64),
     maxParallelPartitions: maxParallelPartitions.default(32),
@@ -63,8 +72,11 @@ export interface JobSpec {
   /** `<output prefix><jobId>/`: every output of the job lives under it. */
   jobPrefix: string;
   input: { container: string; prefix: string; extensions: string[]; maxItems?: number };
-  /** perImageResults: one results/<name>.json per image besides results.jsonl (one more write per image). */
-  output: { container: string; prefix: string; overlays: boolean; perImageResults: boolean };
+  /**
+   * perImageResults: one results/<name>.json per image besides results.jsonl (one more write per
+   * image). formats: which of results.jsonl, coco_results.json and results.parquet/ the job writes.
+   */
+  output: { container: string; prefix: string; overlays: boolean; perImageResults: boolean; formats: OutputFormat[] };
   model: { name: string };
   partitionSize: number;
   maxParallelPartitions: number;
@@ -80,7 +92,7 @@ export interface JobSpec {
 }
 
 /** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
-export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
 
 /** The same rules as the request, on the normalised spec (the orchestrator's input). */
 export const JobSpecSchema = z
@@ -88,7 +100,7 @@ export const JobSpecSchema = z
     jobId,
     jobPrefix: z.string().min(1).max(1024),
     input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true) }).strict(),
+    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats: formats.default([...OUTPUT_FORMATS]) }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
     maxParallelPartitions,

@@ -62,6 +62,8 @@ export interface PieceFragments {
   results: Fragment;
   coco: Fragment;
   failures: Fragment;
+  /** The piece's part of the Parquet dataset (absent when the job's formats leave Parquet out). */
+  parquet?: Fragment & { name: string; rows: number };
 }
 
 export interface Counts {

@@ -36,9 +36,11 @@ import {
   type FragmentKind,
   type ImageSample,
   type PartitionSummary,
+  type PieceFragments,
   type PieceSummary,
   type Stage,
 } from './parts';
+import { parquetFile, parquetPartName, parquetRows, type ParquetItem } from './parquet';
 import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef, type PlanPartition } from './storage';
 
 export type { FailureRecord, PartitionSummary, Stage, StageTimings } from './parts';
@@ -78,6 +80,8 @@ export interface PartitionTask {
   overlays: boolean;
   /** Write results/<name>.json per image (default true); results.jsonl has them either way. */
   perImageResults?: boolean;
+  /** Write the piece's Parquet part (default true). */
+  parquet?: boolean;
   skipExisting: boolean;
   /** This run of the job (attempts are counted per run) and the attempts it allows each piece. */
   run?: string;
@@ -284,10 +288,20 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     const etag = await writeBlob(deps.output, pieceFragmentName(task.jobPrefix, task.n, from, kind), body);
     return { bytes: body.length, etag: etag as string };
   };
-  const [results, cocoFrag, failuresFrag] = await Promise.all([
+  const writeParquet = async (): Promise<PieceFragments['parquet']> => {
+    const items: ParquetItem[] = done.map((o, i) => (o.kind === 'failed' ? { failure: o.failure, container: deps.input.containerName, etag: blobs[i]!.etag } : { result: o.result }));
+    const rows = parquetRows(task.jobId, items, { name: task.model.name, etag: task.model.etag });
+    if (rows.length === 0) return undefined; // no image done: nothing to add to the dataset
+    const body = await parquetFile(rows, { 'lakeinfer.job': task.jobId, 'lakeinfer.partition': String(task.n), 'lakeinfer.from': String(from) });
+    const name = parquetPartName(task.n, from);
+    const etag = await writeBlob(deps.output, `${task.jobPrefix}${name}`, body);
+    return { name, rows: rows.length, bytes: body.length, etag: etag as string };
+  };
+  const [results, cocoFrag, failuresFrag, parquet] = await Promise.all([
     write('results', lines.length ? `${lines.join('\n')}\n` : ''),
     write('coco', coco),
     write('failures', failures.length ? `${failures.map((f) => JSON.stringify(f)).join('\n')}\n` : ''),
+    task.parquet === false ? undefined : writeParquet(),
   ]);
   const piece: PieceSummary = {
     n: task.n,
@@ -307,7 +321,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     latencyCounts,
     samples,
     failureHead: failures.slice(0, FAILURES_PER_PIECE),
-    fragments: { from, to, results, coco: cocoFrag, failures: failuresFrag },
+    fragments: { from, to, results, coco: cocoFrag, failures: failuresFrag, ...(parquet ? { parquet } : {}) },
   };
   if (to < plan.blobs.length) {
     await writeJson(deps.output, pieceSummaryName(task.jobPrefix, task.n, from), piece);

@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SETTINGS } from '../lib/config';
-import { buildPackage, excluded, installArgs, sharpPlatform, stageApp, TARGET, verifyStaged, type PackageReport } from '../lib/deploy/package';
+import { buildPackage, excluded, FUNCTIONS_NODE_VERSION, installArgs, sharpPlatform, stageApp, TARGET, verifyStaged, type PackageReport } from '../lib/deploy/package';
 import { extractZip, listZip, type ZipEntryInfo } from '../lib/deploy/zip';
 import { execFileSync } from 'node:child_process';
 
@@ -126,17 +126,32 @@ test('infra provisions every setting the code reads, and names no setting the co
     const isProvisioned = provisioned.has(s.name) || [...provisioned].some((p) => p.startsWith(`${s.name}__`));
     assert.ok(isProvisioned, `infra does not provision ${s.name}`);
   }
-  // Both data connection forms are provisioned, one or the other by useKeyVaultSecret.
-  assert.match(bicep, /useKeyVaultSecret\s*\n?\s*\? \[\s*\n\s*\{ name: 'DATA_STORAGE_SECRET_URI'/);
-  assert.match(bicep, /allowSharedKeyAccess: false/);
+  // Both data connection forms are provisioned: the external account's secret, or the provisioned account by identity.
+  assert.match(bicep, /useExternalData\s*\n?\s*\? \[\s*\n\s*\{ name: 'DATA_STORAGE_SECRET_URI'/);
+  assert.match(bicep, /var useExternalData = !empty\(externalDataConnectionString\)/);
+  // Shared keys are off on every account the template creates, whatever the parameters.
+  assert.equal([...bicep.matchAll(/allowSharedKeyAccess: (\S+)/g)].map((m) => m[1]).join(), 'false,false');
+  assert.doesNotMatch(bicep, /listKeys\(/);
   assert.match(bicep, /name: 'FC1', tier: 'FlexConsumption'/);
-  assert.match(bicep, /runtime: \{ name: 'node', version: '20' \}/);
+  assert.match(bicep, new RegExp(`runtime: \\{ name: 'node', version: '${FUNCTIONS_NODE_VERSION}' \\}`));
   assert.match(bicep, /ftpsState: 'Disabled'/);
   assert.match(bicep, /httpsOnly: true/);
   assert.match(bicep, /isHnsEnabled: true/);
+  // Flex Consumption limits and the Durable-on-Flex recommendations.
+  assert.match(bicep, /@minValue\(40\)\n@maxValue\(1000\)\nparam maximumInstanceCount int = \d+/);
+  assert.match(bicep, /@allowed\(\[2048, 4096\]\)\nparam instanceMemoryMB int = 4096/);
+  assert.match(bicep, /alwaysReady: \[\{ name: 'durable', instanceCount: 1 \}\]/);
+  const regions = /@allowed\(\[\n((?:\s+'[a-z0-9]+'\n)+)\]\)\n@metadata\(\{ azd: \{ type: 'location' \} \}\)\nparam location string/.exec(bicep);
+  assert.ok(regions, 'location is limited to Flex Consumption regions and azd asks for it');
+  assert.ok(regions[1]!.includes("'eastus'") && regions[1]!.includes("'westeurope'"));
+  // Hardening: no basic-auth publishing, purge protection, the app's Key Vault role on the secret only.
+  for (const kind of ['ftp', 'scm']) assert.match(bicep, new RegExp(`basicPublishingCredentialsPolicies@[0-9-]+' = \\{\\n  parent: app\\n  name: '${kind}'\\n  properties: \\{ allow: false \\}`));
+  assert.match(bicep, /enablePurgeProtection: true/);
+  assert.match(bicep, /resource secretsUser '[^']+' = if \(useExternalData\) \{\n  scope: dataSecret\n/);
   // Role assignments are named guid(scope, principal, role).
   const assignments = [...bicep.matchAll(/name: guid\(([a-zA-Z]+)\.id, identity\.id, roles\.([a-zA-Z]+)\)/g)].map((m) => `${m[1]}:${m[2]}`);
   assert.deepEqual(assignments.sort(), [
+    'dataSecret:keyVaultSecretsUser',
     'hostStorage:storageBlobDataOwner',
     'hostStorage:storageQueueDataContributor',
     'hostStorage:storageTableDataContributor',
@@ -144,8 +159,24 @@ test('infra provisions every setting the code reads, and names no setting the co
     'insights:monitoringMetricsPublisher',
     'models:storageBlobDataReader',
     'output:storageBlobDataContributor',
-    'vault:keyVaultSecretsUser',
   ]);
+  // The operator (azd: the signed-in user) reaches the data with Entra ID.
+  assert.match(bicep, /resource operatorData '[^']+' = if \(!empty\(principalId\)\) \{\n  scope: dataStorage\n  name: guid\(dataStorage\.id, principalId, roles\.storageBlobDataContributor\)/);
+  const params = JSON.parse(await readFile(join(root, 'infra', 'main.parameters.json'), 'utf8')) as { parameters: Record<string, { value: string }> };
+  assert.equal(params.parameters['principalId']?.value, '${AZURE_PRINCIPAL_ID}');
+  assert.match(bicep, /output LAKEINFER_ACCOUNT_URL string = dataStorage\.properties\.primaryEndpoints\.blob/);
+  // The job API refuses containers the identity cannot reach.
+  assert.match(bicep, /\{ name: 'INPUT_CONTAINERS', value: useExternalData \? '' : inputContainer \}/);
+  assert.match(bicep, /\{ name: 'OUTPUT_CONTAINERS', value: useExternalData \? '' : outputContainer \}/);
+});
+
+test('host.json: Durable polls its queues at most every 10 s (Flex recommendation)', async () => {
+  const host = JSON.parse(await readFile(join(root, 'host.json'), 'utf8')) as { extensions: { durableTask: { storageProvider?: { maxQueuePollingInterval?: string } } } };
+  const v = host.extensions.durableTask.storageProvider?.maxQueuePollingInterval ?? '';
+  const m = /^(\d\d):(\d\d):(\d\d)$/.exec(v);
+  assert.ok(m, `maxQueuePollingInterval '${v}'`);
+  const seconds = Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+  assert.ok(seconds > 0 && seconds <= 10, `${seconds} s`);
 });
 
 test('the unpacked package loads: every function registers from its own node_modules', async () => {
@@ -161,7 +192,7 @@ test('the unpacked package loads: every function registers from its own node_mod
     console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, sharp: typeof sharp.versions.vips }));`;
   const out = execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } });
   const got = JSON.parse(out.trim().split('\n').pop()!) as { functions: string[]; ort: string; sharp: string };
-  assert.deepEqual(got.functions, ['cancelJob', 'finalizeJob', 'health', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'purgeJob', 'submitJob']);
+  assert.deepEqual(got.functions, ['cancelJob', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'purgeJob', 'submitJob']);
   assert.equal(got.ort, 'function');
   assert.equal(got.sharp, 'string');
 });

@@ -108,10 +108,36 @@ describe('a whole job', () => {
     // Exactly the expected files: plan, parts, results, failures, manifest, per-image results.
     const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
     const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/')).sort();
-    assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl']);
+    assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl', ...Array.from({ length: 8 }, (_, n) => `results.parquet/part-0000${n}-000000.parquet`)]);
+    // The Parquet dataset: one part per partition, a row per image here (the classifier's top class and its runners-up), failures included.
+    assert.deepEqual(manifest.datasets?.results.parts, Array.from({ length: 8 }, (_, n) => `part-0000${n}-000000.parquet`));
+    assert.ok(manifest.files.includes(`${p}results.parquet/`));
     assert.equal(names.filter((n) => n.startsWith('results/')).length, GOOD);
     assert.equal(names.filter((n) => n.startsWith('_plan/')).length, 9);
     assert.equal(names.filter((n) => n.startsWith('_parts/')).length, 8 * 5, 'per partition: its summary, and the results, COCO and failures fragments and attempts record of its one piece');
+  });
+
+  test('output.formats: only the formats asked for; a Parquet part no partition names (an earlier split) is removed from the dataset', async () => {
+    const e = engine();
+    const out = az.service.getContainerClient('results');
+    const s1 = await run(e, 'job-jsonl-only', { output: { container: 'results', prefix: 'runs/', formats: ['jsonl'] } });
+    assert.equal(s1.runtimeStatus, 'Completed');
+    const m1 = (await readJson<Manifest>(out, 'runs/job-jsonl-only/_manifest.json'))!;
+    assert.equal(m1.datasets, undefined);
+    const top1 = (await listAllBlobs(out, { prefix: 'runs/job-jsonl-only/' })).map((b) => b.name.slice('runs/job-jsonl-only/'.length)).filter((n) => !/^(_plan|_parts|results)\//.test(n));
+    assert.deepEqual(top1.sort(), ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'report.html', 'results.jsonl']);
+    // A stale part (as an earlier run split differently would leave) is not part of the dataset.
+    await writeBlob(out, 'runs/job-parquet-only/results.parquet/part-00099-000007.parquet', Buffer.from('stale'));
+    const s2 = await run(e, 'job-parquet-only', { output: { container: 'results', prefix: 'runs/', formats: ['parquet'] } });
+    e.close();
+    assert.equal(s2.runtimeStatus, 'Completed');
+    const m2 = (await readJson<Manifest>(out, 'runs/job-parquet-only/_manifest.json'))!;
+    assert.equal(m2.datasets!.results.removed, 1);
+    const parts = (await listAllBlobs(out, { prefix: 'runs/job-parquet-only/results.parquet/' })).map((b) => b.name.split('/').pop()!);
+    assert.deepEqual(parts.sort(), [...m2.datasets!.results.parts].sort());
+    assert.ok(!(await out.getBlobClient('runs/job-parquet-only/results.jsonl').exists()));
+    assert.ok(!(await out.getBlobClient('runs/job-parquet-only/coco_results.json').exists()));
+    assert.equal(m2.datasets!.results.rows, GOOD + BAD.length, 'a row per image: the top class of the classifier (topK 1), one per failure');
   });
 
   test('partitions failing then succeeding on retry: every result present exactly once', async () => {
@@ -291,6 +317,28 @@ test('a job that cannot be planned fails at once with the reason, without retrie
 });
 
 describe('the job API over the engine', () => {
+  test('a job naming a container this deployment was not given is refused with 400 on that field, before anything starts', async () => {
+    const e = engine();
+    const base = 'http://127.0.0.1:7071';
+    const containers = { input: ['images'], output: ['results'] };
+    const r = request('job-containers');
+    const wrongIn = await submitJob(e, { ...r, input: { ...(r as { input: object }).input, container: 'elsewhere' } }, base, { containers });
+    assert.equal(wrongIn.status, 400);
+    assert.equal((wrongIn.body as { error: { target: string; message: string } }).error.target, 'input.container');
+    assert.match((wrongIn.body as { error: { message: string } }).error.message, /'elsewhere'.*INPUT_CONTAINERS: images/);
+    const wrongOut = await submitJob(e, { ...r, output: { container: 'images', prefix: 'runs/' } }, base, { containers });
+    assert.equal(wrongOut.status, 400);
+    assert.equal((wrongOut.body as { error: { target: string } }).error.target, 'output.container');
+    assert.equal(await e.status('job-containers'), undefined, 'nothing was started');
+    const ok = await submitJob(e, r, base, { containers });
+    assert.equal(ok.status, 202);
+    // Empty lists (the local default) allow any container.
+    assert.equal((await submitJob(e, { ...request('job-any'), output: { container: 'anything-goes', prefix: '' } }, base, { containers: { input: [], output: [] } })).status, 202);
+    await e.waitFor('job-containers', 120_000);
+    await e.waitFor('job-any', 120_000);
+    e.close();
+  });
+
   test('submit validates, is idempotent per jobId, resumes after a failure; status and cancel', async () => {
     const e = engine();
     const base = 'http://127.0.0.1:7071';

@@ -17,6 +17,7 @@ import type { Manifest } from '../lib/finalize';
 import type { ImageResult } from '../lib/pipeline';
 import { listAllBlobs, readBlob, readJson } from '../lib/storage';
 import { useAzurite } from './helpers/azurite';
+import { codecs, readParquetRows } from './helpers/parquet';
 
 const az = useAzurite();
 
@@ -30,6 +31,41 @@ test('npm start: the demo job runs end to end through the local host', async () 
   for (const f of ['_manifest.json', 'results.jsonl', 'coco_results.json', '_failures.jsonl', 'results', 'overlays']) assert.ok(files.includes(f), `${f} copied locally`);
   const lines = (await readFile(join(jobDir, 'results.jsonl'), 'utf8')).split('\n').filter(Boolean);
   assert.equal(lines.length, 12);
+
+  // The Parquet dataset, read with an independent reader, says what results.jsonl and _failures.jsonl say.
+  const ds = manifest.datasets!.results;
+  assert.equal(ds.format, 'parquet');
+  assert.equal(ds.removed, 0);
+  assert.ok(files.includes('results.parquet'));
+  assert.deepEqual((await readdir(join(jobDir, 'results.parquet'))).sort(), [...ds.parts].sort(), 'the folder holds exactly the listed parts');
+  const rows: Record<string, unknown>[] = [];
+  for (const part of ds.parts) {
+    const buf = await readFile(join(jobDir, 'results.parquet', part));
+    assert.ok((await codecs(buf)).every((c) => c === 'SNAPPY'));
+    rows.push(...readParquetRows(buf).rows);
+  }
+  assert.equal(rows.length, ds.rows);
+  const results = lines.map((l) => JSON.parse(l) as ImageResult);
+  const expected: Record<string, unknown>[] = [];
+  for (const r of results) {
+    const base = { job_id: manifest.jobId, image: r.source.name, image_container: r.source.container, image_etag: r.source.etag, status: 'ok', width: r.width, height: r.height, model_name: r.model.name, model_etag: r.model.etag, download_ms: r.timings.downloadMs, decode_ms: r.timings.decodeMs, infer_ms: r.timings.inferMs, post_ms: r.timings.postMs };
+    if (r.detections.length === 0) expected.push({ ...base, kind: 'none', detection_index: null });
+    r.detections.forEach((d, i) =>
+      expected.push({ ...base, kind: 'detection', detection_index: i, category_id: d.category_id, label: d.label, score: d.score, bbox_x: d.bbox[0], bbox_y: d.bbox[1], bbox_w: d.bbox[2], bbox_h: d.bbox[3], mask_rle: d.segmentation?.counts ?? null, mask_area: d.area ?? null, polygon: d.polygon ? JSON.stringify(d.polygon) : null }),
+    );
+  }
+  const failures = (await readFile(join(jobDir, '_failures.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { blob: string; stage: string; code: string; message: string });
+  for (const f of failures) expected.push({ image: f.blob, status: 'failed', kind: 'failure', error_stage: f.stage, error_code: f.code, error_message: f.message, width: null, detection_index: null, model_etag: manifest.model.etag });
+  const key = (r: Record<string, unknown>): string => `${String(r['image'])}#${String(r['detection_index'])}`;
+  const byKey = new Map(rows.map((r) => [key(r), r]));
+  assert.equal(byKey.size, rows.length, 'one row per image and detection');
+  assert.equal(rows.length, expected.length);
+  for (const e of expected) {
+    const got = byKey.get(key(e));
+    assert.ok(got, `row for ${key(e)}`);
+    for (const [k, v] of Object.entries(e)) assert.deepEqual(got[k], v, `${key(e)} ${k}`);
+  }
+  assert.ok(rows.some((r) => typeof r['polygon'] === 'string'), 'text quads are in the dataset');
 });
 
 describe('the real HTTP handlers and the CLI through the local host', () => {

@@ -3,12 +3,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SETTINGS } from '../lib/config';
+import { RESULT_COLUMNS } from '../lib/parquet';
 
 const root = join(__dirname, '..', '..');
 
 test('README settings table lists exactly the settings lib/config declares', () => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const rows = [...readme.matchAll(/^\| `([A-Za-z_]+)` \|/gm)].map((m) => m[1]);
+  const rows = [...readme.matchAll(/^\| `([A-Z][A-Za-z0-9_]*)` \|/gm)].map((m) => m[1]);
   assert.deepEqual(rows, SETTINGS.map((s) => s.name));
 });
 
@@ -25,4 +26,10 @@ test('host.json: Functions v2 schema, extension bundle [4.*, 5.0.0), task hub fr
   assert.equal(host.extensionBundle.id, 'Microsoft.Azure.Functions.ExtensionBundle');
   assert.equal(host.extensionBundle.version, '[4.*, 5.0.0)');
   assert.equal(host.extensions.durableTask.hubName, '%TASK_HUB_NAME%');
+});
+
+test('README Parquet schema table lists exactly the columns the writer writes, with their types', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const rows = [...readme.matchAll(/^\| `([a-z_]+)` \| (STRING|INT32|DOUBLE) \|/gm)].map((m) => `${m[1]}:${m[2]}`);
+  assert.deepEqual(rows, RESULT_COLUMNS.map((c) => `${c.name}:${c.type}`));
 });

@@ -78,7 +78,7 @@ test('a job of 10,000 images keeps report.html small', () => {
     model: { name: 'yolact-resnet50', etag: 'e' },
     params: {},
     input: { container: 'images', prefix: '2026/', extensions: ['.jpg'] },
-    output: { container: 'results', prefix: 'runs/', overlays: true, perImageResults: true, jobPrefix: 'runs/big/' },
+    output: { container: 'results', prefix: 'runs/', overlays: true, perImageResults: true, formats: ['jsonl', 'coco', 'parquet'], jobPrefix: 'runs/big/' },
     stageMs: { downloadMs: 1e6, decodeMs: 2e6, inferMs: 8e6, postMs: 5e5, writeMs: 7e5 },
     latencyHistogram: { boundsMs: LATENCY_BOUNDS_MS.map((b) => (Number.isFinite(b) ? b : -1)), counts: [0, 0, 10, 200, 3000, 5000, 1500, 250, 40, 0, 0] },
     submittedAt: '2026-01-01T00:00:00Z',

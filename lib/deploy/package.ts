@@ -25,6 +25,9 @@ export interface Target {
 
 export const TARGET: Target = { os: 'linux', cpu: 'x64', libc: 'glibc' };
 
+/** The Node major Flex Consumption runs the app on (infra/main.bicep `runtime.version`). */
+export const FUNCTIONS_NODE_VERSION = '22';
+
 /** sharp's platform package name for a target (`linux-x64`, `linuxmusl-x64`, `darwin-arm64`, ...). */
 export function sharpPlatform(t: Target): string {
   return `${t.os}${t.os === 'linux' && t.libc === 'musl' ? 'musl' : ''}-${t.cpu}`;
@@ -33,7 +36,7 @@ export function sharpPlatform(t: Target): string {
 /** Paths (relative to the staged app, '/'-separated) that never ship. */
 export function excluded(p: string, target: Target = TARGET): boolean {
   if (/^dist\/(test|bench|scripts|exp)\//.test(p)) return true;
-  if (/^dist\/lib\/local\//.test(p) || /^dist\/lib\/deploy\//.test(p)) return true;
+  if (/^dist\/lib\/(local|deploy|operator)\//.test(p)) return true;
   if (/\.(map|ts|md|markdown)$/i.test(p) && !p.endsWith('.d.ts')) return !/^node_modules\/.*\/LICENSE/i.test(p);
   if (/\.d\.ts$/.test(p)) return true;
   if (/^node_modules\/.*\/(test|tests|__tests__|docs?|example|examples|\.github)\//.test(p)) return true;
@@ -112,7 +115,7 @@ export async function stageApp(root: string, appDir: string, target: Target = TA
   }
   await copyFile(join(root, 'host.json'), join(appDir, 'host.json'));
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as Record<string, unknown>;
-  const slim = { name: pkg['name'], version: pkg['version'], private: true, main: pkg['main'], type: pkg['type'], engines: pkg['engines'], dependencies: pkg['dependencies'] };
+  const slim = { name: pkg['name'], version: pkg['version'], private: true, main: pkg['main'], type: pkg['type'], engines: { node: `>=${FUNCTIONS_NODE_VERSION}` }, dependencies: pkg['dependencies'] };
   await writeFile(join(appDir, 'package.json'), `${JSON.stringify(slim, null, 2)}\n`);
   // The lock pins the same versions as development; npm prunes the dev entries.
   await copyFile(join(root, 'package-lock.json'), join(appDir, 'package-lock.json'));

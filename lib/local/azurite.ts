@@ -41,16 +41,22 @@ export interface AzuriteOptions {
   startTimeoutMs?: number;
   /** Called when Azurite exits without being stopped (killed, crashed). */
   onUnexpectedExit?: (how: string) => void;
+  /**
+   * Serve HTTPS with this PEM certificate and key and accept Entra ID bearer tokens (Azurite's
+   * `--oauth basic`: audience, issuer and lifetime checked, signature not): how tests exercise the
+   * token credential path, which the storage SDK allows over TLS only.
+   */
+  tls?: { cert: string; key: string };
 }
 
-export function connectionStringFor(blobPort: number, queuePort: number, tablePort: number, host = '127.0.0.1'): string {
+export function connectionStringFor(blobPort: number, queuePort: number, tablePort: number, host = '127.0.0.1', scheme: 'http' | 'https' = 'http'): string {
   return [
-    'DefaultEndpointsProtocol=http',
+    `DefaultEndpointsProtocol=${scheme}`,
     `AccountName=${DEV_ACCOUNT}`,
     `AccountKey=${DEV_KEY}`,
-    `BlobEndpoint=http://${host}:${blobPort}/${DEV_ACCOUNT}`,
-    `QueueEndpoint=http://${host}:${queuePort}/${DEV_ACCOUNT}`,
-    `TableEndpoint=http://${host}:${tablePort}/${DEV_ACCOUNT}`,
+    `BlobEndpoint=${scheme}://${host}:${blobPort}/${DEV_ACCOUNT}`,
+    `QueueEndpoint=${scheme}://${host}:${queuePort}/${DEV_ACCOUNT}`,
+    `TableEndpoint=${scheme}://${host}:${tablePort}/${DEV_ACCOUNT}`,
   ].join(';');
 }
 
@@ -105,7 +111,9 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
     '--tableHost', '127.0.0.1', '--tablePort', String(opts.tablePort ?? 0),
     '--location', location,
     '--disableTelemetry', '--skipApiVersionCheck', '--loose',
+    ...(opts.tls ? ['--cert', opts.tls.cert, '--key', opts.tls.key, '--oauth', 'basic'] : []),
   ];
+  const scheme = opts.tls ? 'https' : 'http';
   const child = fork(join(__dirname, 'azuriteProcess.js'), args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const ports: Record<string, number> = {};
   let output = '';
@@ -119,7 +127,7 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
     }
     const onData = (chunk: Buffer): void => {
       output += chunk.toString();
-      for (const m of output.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at http:\/\/127\.0\.0\.1:(\d+)/g)) {
+      for (const m of output.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/127\.0\.0\.1:(\d+)/g)) {
         ports[m[1]!] = Number(m[2]);
       }
       if (ports['Blob'] && ports['Queue'] && ports['Table']) {
@@ -163,8 +171,8 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
     queuePort,
     tablePort,
     location,
-    blobEndpoint: `http://127.0.0.1:${blobPort}/${DEV_ACCOUNT}`,
-    connectionString: connectionStringFor(blobPort, queuePort, tablePort),
+    blobEndpoint: `${scheme}://127.0.0.1:${blobPort}/${DEV_ACCOUNT}`,
+    connectionString: connectionStringFor(blobPort, queuePort, tablePort, '127.0.0.1', scheme),
     process: child,
     flush() {
       if (child.exitCode !== null || child.signalCode !== null || !child.connected) return Promise.reject(new Error('the storage emulator is not running'));

@@ -8,16 +8,24 @@
  *   lakeinfer cancel  JOB_ID                                       cancel a running job (it stops at its partitions' next image)
  *   lakeinfer purge   JOB_ID                                       delete a finished job's orchestration history (outputs stay)
  *   lakeinfer report  JOB_ID [--out DIR] [--open]                  download report.html (with overlays) and open it
+ *   lakeinfer upload  DIR --container C [--prefix P]               upload a folder's files (unchanged ones skipped by MD5)
+ *   lakeinfer models add NAME MODEL.onnx --from-catalog ID | --json FILE   check and upload a model
  * Options for the API: --url URL (or LAKEINFER_URL; default http://127.0.0.1:7071), --key KEY
- * (or LAKEINFER_KEY: the function key of a deployed app). `results --out` reads the output
- * container with DATA_STORAGE (a connection string) or --storage.
+ * (or LAKEINFER_KEY: the function key of a deployed app). Commands that read or write the data
+ * account (upload, models, results, report) use --account-url URL (or LAKEINFER_ACCOUNT_URL) with
+ * Entra ID (DefaultAzureCredential: az login / azd auth login), or a connection string with
+ * --storage (or DATA_STORAGE: Azurite, the local host).
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { BlobServiceClient } from '@azure/storage-blob';
+import type { TokenCredential } from '@azure/identity';
+import type { BlobServiceClient } from '@azure/storage-blob';
 import type { JobView } from '../api';
 import type { Manifest } from '../finalize';
+import { addModel } from '../operator/models';
+import { operatorStorage } from '../operator/storage';
+import { progressBar, uploadDirectory } from '../operator/upload';
 import { maskConnectionString, readBlob } from '../storage';
 import { downloadOutputs } from './outputs';
 import { cancel, progressLine, purge, status, submit, watch, type ApiOptions } from './client';
@@ -38,7 +46,7 @@ export function parseArgs(argv: string[]): Args {
     if (a.startsWith('--')) {
       const [k, v] = a.slice(2).split('=', 2) as [string, string | undefined];
       if (v !== undefined) flags[k] = v;
-      else if (rest[i + 1] !== undefined && !rest[i + 1]!.startsWith('--') && !['wait', 'watch', 'open'].includes(k)) flags[k] = rest[++i]!;
+      else if (rest[i + 1] !== undefined && !rest[i + 1]!.startsWith('--') && !['wait', 'watch', 'open', 'skip-check'].includes(k)) flags[k] = rest[++i]!;
       else flags[k] = true;
     } else pos.push(a);
   }
@@ -49,6 +57,21 @@ function apiOf(a: Args, env: NodeJS.ProcessEnv): ApiOptions {
   const url = (typeof a.flags['url'] === 'string' ? a.flags['url'] : undefined) ?? env['LAKEINFER_URL'] ?? 'http://127.0.0.1:7071';
   const key = (typeof a.flags['key'] === 'string' ? a.flags['key'] : undefined) ?? env['LAKEINFER_KEY'];
   return key ? { url, key } : { url };
+}
+
+const flag = (a: Args, k: string): string | undefined => (typeof a.flags[k] === 'string' ? a.flags[k] : undefined);
+
+/** The data account: --account-url (Entra ID) or --storage (connection string), then the same from the environment. */
+function storageOf(a: Args, env: NodeJS.ProcessEnv, credential?: TokenCredential): BlobServiceClient {
+  const cs = flag(a, 'storage');
+  const accountUrl = flag(a, 'account-url') ?? (cs ? undefined : env['LAKEINFER_ACCOUNT_URL']);
+  const connectionString = cs ?? (accountUrl ? undefined : env['DATA_STORAGE']);
+  return operatorStorage({ ...(accountUrl ? { accountUrl } : {}), ...(connectionString ? { connectionString } : {}), ...(credential ? { credential } : {}) });
+}
+
+export interface CliDeps {
+  /** The Entra ID credential for --account-url (DefaultAzureCredential when absent). */
+  credential?: TokenCredential;
 }
 
 function need(a: Args, i: number, what: string): string {
@@ -85,7 +108,7 @@ async function follow(api: ApiOptions, jobId: string, out: (s: string) => void):
   return v;
 }
 
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, out: (s: string) => void = (s) => console.log(s)): Promise<number> {
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, out: (s: string) => void = (s) => console.log(s), deps: CliDeps = {}): Promise<number> {
   const a = parseArgs(argv);
   const api = apiOf(a, env);
   switch (a.cmd) {
@@ -143,13 +166,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     case 'results': {
       const v = await status(api, need(a, 0, 'JOB_ID'));
       out(summary(v));
-      const cs = (typeof a.flags['storage'] === 'string' ? a.flags['storage'] : undefined) ?? env['DATA_STORAGE'];
       if (!v.outputs) return 0;
-      if (!cs) {
-        out('  (set DATA_STORAGE or --storage to read the outputs)');
+      if (!flag(a, 'storage') && !flag(a, 'account-url') && !env['DATA_STORAGE'] && !env['LAKEINFER_ACCOUNT_URL']) {
+        out('  (pass --account-url (Entra ID) or --storage, or set LAKEINFER_ACCOUNT_URL or DATA_STORAGE, to read the outputs)');
         return 0;
       }
-      const c = BlobServiceClient.fromConnectionString(cs).getContainerClient(v.outputs.container);
+      const c = storageOf(a, env, deps.credential).getContainerClient(v.outputs.container);
       const m = await readBlob(c, v.outputs.manifest);
       if (m) {
         const man = JSON.parse(m.data.toString()) as Manifest;
@@ -166,10 +188,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     case 'report': {
       const id = need(a, 0, 'JOB_ID');
       const v = await status(api, id);
-      const cs = (typeof a.flags['storage'] === 'string' ? a.flags['storage'] : undefined) ?? env['DATA_STORAGE'];
       if (!v.outputs) throw new Error(`job ${id} has no outputs yet (${v.runtimeStatus})`);
-      if (!cs) throw new Error('set DATA_STORAGE or --storage to read the report');
-      const c = BlobServiceClient.fromConnectionString(cs).getContainerClient(v.outputs.container);
+      const c = storageOf(a, env, deps.credential).getContainerClient(v.outputs.container);
       const dir = resolve(typeof a.flags['out'] === 'string' ? a.flags['out'] : join('out', id));
       const n = (await downloadOutputs(c, v.outputs.prefix, dir)).files;
       const file = join(dir, 'report.html');
@@ -180,17 +200,61 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       }
       return 0;
     }
+    case 'upload': {
+      const dir = resolve(need(a, 0, 'DIR'));
+      const container = flag(a, 'container');
+      if (!container) throw new Error("missing --container (e.g. --container images); see 'lakeinfer help'");
+      const prefix = flag(a, 'prefix') ?? '';
+      if (prefix && !prefix.endsWith('/')) out(`note: prefix '${prefix}' does not end with '/': blob names start with it as is`);
+      const tty = process.stdout.isTTY;
+      let lastTenth = -1;
+      const done = await uploadDirectory(storageOf(a, env, deps.credential).getContainerClient(container), dir, {
+        prefix,
+        ...(flag(a, 'concurrency') ? { concurrency: Math.max(1, Number(flag(a, 'concurrency')) || 16) } : {}),
+        ...(flag(a, 'extensions') ? { extensions: flag(a, 'extensions')!.split(',').map((e) => e.trim()).filter(Boolean) } : {}),
+        onProgress: (p) => {
+          if (tty) process.stdout.write(`\r${progressBar(p)}`);
+          else {
+            const tenth = p.files ? Math.floor((10 * p.done) / p.files) : 10;
+            if (tenth !== lastTenth) out(progressBar(p));
+            lastTenth = tenth;
+          }
+        },
+      });
+      if (tty) process.stdout.write('\n');
+      out(`uploaded ${done.uploaded} files (${(done.bytes / 1e6).toFixed(1)} MB) to ${container}/${prefix}; ${done.skipped} unchanged`);
+      return 0;
+    }
+    case 'models': {
+      if (a.pos[0] !== 'add') throw new Error("usage: lakeinfer models add NAME MODEL.onnx --from-catalog ID | --json FILE");
+      const name = need(a, 1, 'NAME');
+      const onnx = resolve(need(a, 2, 'MODEL.onnx'));
+      const container = flag(a, 'container') ?? env['MODELS_CONTAINER'] ?? 'models';
+      const fromCatalog = flag(a, 'from-catalog');
+      const jsonPath = flag(a, 'json');
+      const added = await addModel(storageOf(a, env, deps.credential).getContainerClient(container), name, onnx, {
+        ...(fromCatalog ? { fromCatalog } : {}),
+        ...(jsonPath ? { jsonPath: resolve(jsonPath) } : {}),
+        ...(a.flags['skip-check'] ? { skipCheck: true } : {}),
+      });
+      out(`model '${added.name}' checked and uploaded to ${container}/${added.name}/ (model.onnx ${(added.bytes / 1e6).toFixed(1)} MB, ETag ${added.etag}; model.json ETag ${added.jsonEtag})`);
+      return 0;
+    }
     default:
       out(
         [
           'lakeinfer host    [--port 7071] [--data DIR] [--processes 2]',
           'lakeinfer submit  FILE|- [--wait]',
           'lakeinfer status  JOB_ID [--watch]',
-          'lakeinfer results JOB_ID [--out DIR] [--storage CONNECTION_STRING]',
+          'lakeinfer results JOB_ID [--out DIR]',
           'lakeinfer cancel  JOB_ID',
           'lakeinfer purge   JOB_ID',
-          'lakeinfer report  JOB_ID [--out DIR] [--open] [--storage CONNECTION_STRING]',
+          'lakeinfer report  JOB_ID [--out DIR] [--open]',
+          'lakeinfer upload  DIR --container C [--prefix P] [--extensions .jpg,.png] [--concurrency 16]',
+          'lakeinfer models add NAME MODEL.onnx (--from-catalog ID | --json FILE) [--container models] [--skip-check]',
           'API: --url URL (LAKEINFER_URL, default http://127.0.0.1:7071), --key KEY (LAKEINFER_KEY)',
+          'Data account (upload, models, results, report): --account-url https://<account>.blob.core.windows.net',
+          '  (LAKEINFER_ACCOUNT_URL; Entra ID: az login / azd auth login) or --storage CONNECTION_STRING (DATA_STORAGE)',
         ].join('\n'),
       );
       return a.cmd === 'help' || a.cmd === '--help' ? 0 : 2;
