@@ -108,7 +108,7 @@ interface BareResult {
  * session per core on its own worker thread (what the pipeline's inference workers do), and batch 4
  * where the model takes a batch and the tensors share a shape.
  */
-async function bare(c: ModelCase, inputs: Buffer[]): Promise<BareResult> {
+async function bare(c: ModelCase, inputs: Buffer[], log: (m: string) => void): Promise<BareResult> {
   const tensors = await Promise.all(inputs.map((b) => prepareImage(b, c.spec.input, DEFAULT_LIMITS)));
   const cores = availableParallelism();
   const all: Record<string, number> = {};
@@ -129,22 +129,30 @@ async function bare(c: ModelCase, inputs: Buffer[]): Promise<BareResult> {
     if (!groups) return;
     // Sessions on worker threads, the batches dealt round-robin; timed from the start signal.
     const workers = Array.from({ length: sessions }, (_, k) => new Worker(join(__dirname, 'bareWorker.js'), { workerData: { onnx: c.onnx, threads, batches: groups.filter((_, i) => i % sessions === k) } }));
-    const next = (w: Worker): Promise<unknown> => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+    const next = (w: Worker): Promise<{ type: string; message?: string }> =>
+      new Promise((res, rej) => {
+        w.once('message', (m: { type: string; message?: string }) => (m.type === 'error' ? rej(new Error(m.message)) : res(m)));
+        w.once('error', rej);
+      });
+    const exited = workers.map((w) => new Promise((r) => w.once('exit', r)));
     try {
       await Promise.all(workers.map(next));
       const t0 = performance.now();
       await Promise.all(workers.map((w) => { const done = next(w); w.postMessage('go'); return done; }));
       all[label] = r2(tensors.length / ((performance.now() - t0) / 1000));
+    } catch (err) {
+      log(`bare ${label}: not measured (${(err as Error).message.split('\n')[0]})`);
+      for (const w of workers) w.postMessage('go'); // a waiting thread runs to its end and exits
     } finally {
-      await Promise.all(workers.map((w) => w.terminate()));
+      await Promise.all(exited);
     }
   };
   await run(`1 session x ${cores} threads, batch 1`, 1, cores, 1);
   await run('1 session x 1 thread, batch 1', 1, 1, 1);
   if (cores > 1) await run(`${cores} sessions x 1 thread, batch 1`, cores, 1, 1);
   // Batch 4 where the model's batch dimension is dynamic and the tensors share a shape.
-  await run(`${cores} sessions x 1 thread, batch 4`, cores, 1, 4).catch(() => undefined);
-  await run(`1 session x ${cores} threads, batch 4`, 1, cores, 4).catch(() => undefined);
+  await run(`${cores} sessions x 1 thread, batch 4`, cores, 1, 4);
+  await run(`1 session x ${cores} threads, batch 4`, 1, cores, 4);
   const [config, best] = Object.entries(all).sort((a, b) => b[1] - a[1])[0]!;
   return { best, config, all };
 }
@@ -244,7 +252,7 @@ async function main(): Promise<void> {
     preprocessing.push(await preprocessCost(c.name, c.spec.input, buffers));
     log(`${c.name}: preprocessing ${JSON.stringify(preprocessing.at(-1))}`);
     log(`${c.name}: (a) bare session.run`);
-    const a = await bare(c, buffers);
+    const a = await bare(c, buffers, log);
     log(`${c.name}: (c) naive sequential script`);
     const cN = await naive(c, input, output, names);
     log(`${c.name}: (b) full pipeline through the local host`);
@@ -273,11 +281,21 @@ async function main(): Promise<void> {
 
   // Per-image overhead as the job grows (trivial model): with per-image result files and without.
   const scalingSizes = (process.env['BENCH_SCALING'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
-  const scaling = [...(await scalingBench(azurite, scalingSizes, log)), ...(await scalingBench(azurite, scalingSizes, log, { perImageResults: false }))];
+  // Each series and the finalize runs on a fresh emulator: what one leaves behind (hundreds of
+  // thousands of blobs) would slow the next.
+  const fresh = async <T>(fn: (a: Awaited<ReturnType<typeof startAzurite>>) => Promise<T>): Promise<T> => {
+    const a = await startAzurite();
+    try {
+      return await fn(a);
+    } finally {
+      await a.stop();
+    }
+  };
+  const scaling = [...(await fresh((a) => scalingBench(a, scalingSizes, log))), ...(await fresh((a) => scalingBench(a, scalingSizes, log, { perImageResults: false })))];
 
   // Finalize at scale: synthetic partitions (set BENCH_FINALIZE to other sizes, e.g. 1000,10000 for a quicker run).
   const finalizeSizes = (process.env['BENCH_FINALIZE'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
-  const finalize = finalizeSizes.length ? await finalizeBench(service, finalizeSizes, log) : [];
+  const finalize = finalizeSizes.length ? await fresh((a) => finalizeBench(BlobServiceClient.fromConnectionString(a.connectionString), finalizeSizes, log)) : [];
 
   const pkg = await buildPackage(root);
   const report = {

@@ -7,7 +7,8 @@ import type { ActivityHandler } from 'durable-functions';
 import { defaultActivities, type PartitionInput } from '../lib/activities';
 import type { FinalizeInput } from '../lib/finalize';
 import type { JobSpec } from '../lib/jobs';
-import { FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestrator';
+import type { CollectInput } from '../lib/continuous';
+import { COLLECT_ACTIVITY, FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestrator';
 
 df.app.orchestration(ORCHESTRATOR, inferenceJobOrchestrator);
 
@@ -24,3 +25,4 @@ const finalizeJob: ActivityHandler = (input, context) => {
 df.app.activity(PLAN_ACTIVITY, { handler: planJob });
 df.app.activity(INFER_ACTIVITY, { handler: inferPartition });
 df.app.activity(FINALIZE_ACTIVITY, { handler: finalizeJob });
+df.app.activity(COLLECT_ACTIVITY, { handler: (input) => defaultActivities().collectArrivals(input as CollectInput) });

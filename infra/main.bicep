@@ -74,6 +74,9 @@ param externalDataConnectionString string = ''
 
 var useExternalData = !empty(externalDataConnectionString)
 
+@description('Continuous jobs: subscribe the app\'s blobArrivals function to BlobCreated events of the input container. Event Grid checks that the function exists, so set it after the first deployment of the code (azd env set LAKEINFER_CONTINUOUS_EVENTS true; azd provision).')
+param continuousEvents bool = false
+
 @description('Durable task hub name.')
 param taskHubName string = 'lakeinfer'
 
@@ -291,6 +294,31 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       http20Enabled: true
       appSettings: concat(baseSettings, dataSettings)
     }
+  }
+}
+
+// ---- continuous jobs: BlobCreated events of the input container go to the blobArrivals function ----
+resource dataEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: 'evgt-data-${token}'
+  location: location
+  tags: tags
+  properties: { source: dataStorage.id, topicType: 'Microsoft.Storage.StorageAccounts' }
+}
+
+resource blobArrivals 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (continuousEvents) {
+  parent: dataEvents
+  name: 'blob-arrivals'
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: { resourceId: '${app.id}/functions/blobArrivals', maxEventsPerBatch: 1, preferredBatchSizeInKilobytes: 64 }
+    }
+    filter: {
+      includedEventTypes: ['Microsoft.Storage.BlobCreated']
+      subjectBeginsWith: '/blobServices/default/containers/${inputContainer}/blobs/'
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    retryPolicy: { maxDeliveryAttempts: 30, eventTimeToLiveInMinutes: 1440 }
   }
 }
 

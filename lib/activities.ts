@@ -12,8 +12,9 @@ import type { JobSpec } from './jobs';
 import { ModelCache, type ModelVersion } from './model';
 import { inferenceLayout, settings } from './config';
 import { instanceCores } from './cores';
+import { collectArrivals, registrationName, type CollectInput, type CollectResult, type ContinuousIndex, type Registration } from './continuous';
 import { inferPartition, type PartitionSummary } from './pipeline';
-import { dataService, ensureContainer, readJson, planIndexName, writePlan, type PlanIndex } from './storage';
+import { dataService, ensureContainer, readJson, planIndexName, writeJson, writePlan, type PlanIndex } from './storage';
 
 export interface ActivityDeps {
   service: () => Promise<BlobServiceClient>;
@@ -42,6 +43,8 @@ export interface PlanResult {
   total: number;
   bytes: number;
   model: PinnedModel;
+  /** A resumed continuous job: the last arrival record it took. */
+  cursor?: string;
 }
 
 export interface PartitionInput {
@@ -121,7 +124,23 @@ export function createActivities(deps: ActivityDeps) {
           model: pin,
           exclude: { container: job.output.container, prefix: job.jobPrefix },
         })]);
-        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model };
+        if (job.mode === 'continuous') {
+          // The Event Grid function finds the jobs to feed by these registrations.
+          const reg: Registration = { jobId: job.jobId, jobPrefix: job.jobPrefix, input: job.input, output: { container: job.output.container } };
+          await writeJson(output, registrationName(job.jobId), reg);
+        }
+        const cursor = (index as ContinuousIndex).continuous?.cursor;
+        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model, ...(cursor ? { cursor } : {}) };
+      }),
+
+    /** A continuous job's look for new blobs: a batch of new partitions, or the stop (see lib/continuous.ts). */
+    collectArrivals: (input: CollectInput): Promise<Outcome<CollectResult>> =>
+      outcome(async () => {
+        const svc = await deps.service();
+        const output = svc.getContainerClient(input.job.output.container);
+        const r = await collectArrivals(output, input);
+        if (r.stopped) await output.getBlobClient(registrationName(input.job.jobId)).deleteIfExists();
+        return r;
       }),
 
     inferPartition: (input: PartitionInput): Promise<Outcome<PartitionResult>> =>

@@ -212,7 +212,9 @@ export async function cancelJob(client: JobClient, jobId: string, baseUrl: strin
       return { status: 409, body: { error: { code: 'JobFinalizing', message: `job '${jobId}' is finishing: its outcome is decided (${o.status}) and its outputs are being written; it can no longer be cancelled` } } };
     }
   }
-  await client.terminate(jobId, 'cancelled by DELETE /api/jobs');
+  // A continuous job stops itself at its next look for blobs, after writing its final manifest and
+  // report (running partitions stop at their next image, as for any cancel).
+  if (job?.mode !== 'continuous' || !output) await client.terminate(jobId, 'cancelled by DELETE /api/jobs');
   // Terminating is asynchronous: the status as read now, 'cancelling' until the orchestration ends.
   const now = (await client.status(jobId)) ?? s;
   return { status: 202, body: view(now, baseUrl, job, ACTIVE.includes(now.runtimeStatus)) };

@@ -46,12 +46,17 @@ export interface FinalizeInput {
   model: { name: string; etag: string };
   startedAt: string;
   endedAt: string;
+  /** A continuous job's running totals: the outcome is not decided, the manifest says 'running'. */
+  provisional?: boolean;
 }
 
 export interface Manifest {
   jobId: string;
-  /** How the job ended: as decided in _outcome.json (a cancel that came first makes it 'cancelled'). */
-  status: JobStatus;
+  /**
+   * How the job ended: as decided in _outcome.json (a cancel that came first makes it 'cancelled');
+   * 'running' in a continuous job's running totals.
+   */
+  status: JobStatus | 'running';
   counts: { images: number; succeeded: number; failed: number; skipped: number; detections: number; partitions: number; partitionsFailed: number };
   failedPercent: number;
   toleratedFailurePercent: number;
@@ -248,7 +253,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.
-  const { status } = await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt);
+  const status: Manifest['status'] = input.provisional ? 'running' : (await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt)).status;
 
   const t = input.totals;
   const manifest: Manifest = {

@@ -62,6 +62,10 @@ export const JobRequestSchema = z
     params: InferParamsSchema.default({}),
     /** Replace an existing job of this jobId (its outputs and plan) with this request, even a finished one. */
     restart: z.boolean().default(false),
+    /** 'continuous': after the blobs there now, infer new or changed ones as they land, until DELETE. */
+    mode: z.enum(['batch', 'continuous']).default('batch'),
+    /** Continuous jobs: how often the job looks for new blobs (seconds). */
+    pollSeconds: z.number().int().min(1).max(3600).default(30),
   })
   .strict();
 
@@ -89,10 +93,14 @@ export interface JobSpec {
   executionId: string;
   /** This execution replaces an earlier one's plan and outputs. */
   restart: boolean;
+  /** 'continuous': new or changed blobs are inferred as they land, until the job is stopped (DELETE). */
+  mode: 'batch' | 'continuous';
+  /** Continuous jobs: seconds between looks for new blobs. */
+  pollSeconds: number;
 }
 
 /** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
-export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'mode', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
 
 /** The same rules as the request, on the normalised spec (the orchestrator's input). */
 export const JobSpecSchema = z
@@ -110,6 +118,8 @@ export const JobSpecSchema = z
     submittedAt: z.string().datetime(),
     executionId: z.string().min(1).max(100),
     restart: z.boolean(),
+    mode: z.enum(['batch', 'continuous']).default('batch'),
+    pollSeconds: z.number().int().min(1).max(3600).default(30),
   })
   .strict()
   .superRefine((j, ctx) => {
@@ -175,7 +185,13 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
     submittedAt: now.toISOString(),
     executionId: `${now.getTime().toString(36)}-${newId().replace(/-/g, '').slice(0, 8)}`,
     restart: req.restart,
+    mode: req.mode,
+    pollSeconds: req.pollSeconds,
   };
+  // A continuous job's composed files would be rebuilt after every batch: it writes the Parquet
+  // dataset (and per-image results) unless formats are asked for.
+  const given = (body as { output?: { formats?: unknown } }).output?.formats;
+  if (req.mode === 'continuous' && given === undefined) spec.output = { ...spec.output, formats: ['parquet'] };
   const placement = placementIssues(spec)[0];
   if (placement) throw new LakeInferError('InvalidRequest', `field 'output.prefix' ${placement.message}`, { target: 'output.prefix' });
   return spec;

@@ -90,7 +90,8 @@ export function jobSucceeded(t: JobTotals, toleratedFailurePercent: number): boo
 }
 
 export interface JobProgress {
-  phase: 'planning' | 'inferring' | 'finalizing' | 'done';
+  /** 'watching': a continuous job waiting for new blobs. */
+  phase: 'planning' | 'inferring' | 'watching' | 'finalizing' | 'done';
   partitions: { total: number; done: number; failed: number };
   images: { total: number; succeeded: number; failed: number; skipped: number };
   generation: number;

@@ -20,6 +20,7 @@ import * as df from 'durable-functions';
 import type { OrchestrationContext, Task } from 'durable-functions';
 import { z } from 'zod';
 import type { Outcome, PartitionInput, PartitionResult, PlanResult } from './activities';
+import type { CollectInput, CollectResult } from './continuous';
 import { LakeInferError } from './errors';
 import type { FinalizeInput, Manifest, PartitionFailure } from './finalize';
 import type { JobStatus } from './jobFolder';
@@ -32,6 +33,7 @@ export const ORCHESTRATOR = 'inferenceJob';
 export const PLAN_ACTIVITY = 'planJob';
 export const INFER_ACTIVITY = 'inferPartition';
 export const FINALIZE_ACTIVITY = 'finalizeJob';
+export const COLLECT_ACTIVITY = 'collectArrivals';
 
 export interface FanOutOptions {
   /** Partitions in flight at once. */
@@ -66,6 +68,9 @@ export interface JobState {
   failedPartitions: PartitionFailure[];
   generation: number;
   startedAt: string;
+  /** Continuous jobs: the last arrival record taken, and the partitions the manifest covers. */
+  cursor?: string;
+  reported?: number;
 }
 
 export type OrchestratorInput = { job: JobSpec; options?: Partial<Omit<FanOutOptions, 'retry'>> & { retry?: Partial<FanOutOptions['retry']> } } | { state: JobState };
@@ -85,7 +90,7 @@ const StateSchema = z
     job: JobSpecSchema,
     options: OptionsSchema,
     plan: z
-      .object({ partitions: count, total: count, bytes: z.number().min(0), model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict() })
+      .object({ partitions: count, total: count, bytes: z.number().min(0), model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict(), cursor: z.string().max(2048).optional() })
       .strict()
       .optional(),
     next: count,
@@ -93,6 +98,8 @@ const StateSchema = z
     failedPartitions: z.array(z.object({ n: count, code: z.string().max(100), message: z.string().max(MESSAGE_CHARS) }).strict()).max(MAX_LISTED_FAILURES),
     generation: count,
     startedAt: z.string().datetime(),
+    cursor: z.string().max(2048).optional(),
+    reported: count.optional(),
   })
   .strict();
 
@@ -269,6 +276,27 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   if (end < plan.partitions) {
     context.df.continueAsNew({ state: { ...s, generation: s.generation + 1 } } satisfies OrchestratorInput);
     return undefined;
+  }
+
+  if (s.job.mode === 'continuous') {
+    // Running totals for what completed since the last look (manifest, report, Parquet dataset).
+    if (s.reported !== plan.partitions) {
+      const interim: FinalizeInput = { job: s.job, status: 'succeeded', provisional: true, totals, partitions: plan.partitions, failedPartitions: failed, model: plan.model, startedAt: s.startedAt, endedAt: context.df.currentUtcDateTime.toISOString() };
+      const r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, interim)) as Outcome<unknown>;
+      if (!r.ok) throw new Error(`${r.error.code}: ${r.error.message}`);
+      s = { ...s, reported: plan.partitions };
+    }
+    context.df.setCustomStatus(progressOf('watching', plan.partitions, plan.total, totals, s.generation));
+    yield context.df.createTimer(new Date(now() + s.job.pollSeconds * 1000));
+    const collect: CollectInput = { job: { jobId: s.job.jobId, jobPrefix: s.job.jobPrefix, input: s.job.input, output: s.job.output, partitionSize: s.job.partitionSize, executionId: s.job.executionId }, partitions: plan.partitions, total: plan.total, cursor: s.cursor ?? plan.cursor ?? '' };
+    const got = (yield context.df.callActivityWithRetry(COLLECT_ACTIVITY, retry, collect)) as Outcome<CollectResult>;
+    if (!got.ok) throw new Error(`${got.error.code}: ${got.error.message}`);
+    if (!got.value.stopped) {
+      // Each look is a generation: the history of a job that runs for months stays small.
+      context.df.continueAsNew({ state: { ...s, plan: { ...plan, partitions: got.value.partitions, total: got.value.total }, cursor: got.value.cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
+      return undefined;
+    }
+    // Stopped (DELETE): the final manifest and report, with the outcome the stop decided.
   }
 
   const status = jobSucceeded(totals, s.job.toleratedFailurePercent) ? 'succeeded' : 'failed';

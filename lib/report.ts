@@ -115,7 +115,7 @@ export function renderReport(d: ReportData): string {
 <title>lakeinfer job ${esc(m.jobId)}</title>
 <style>
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2937;background:#f8fafc}
-header{padding:20px 28px;background:${ok ? '#065f46' : m.status === 'cancelled' ? '#4b5563' : '#7f1d1d'};color:#fff}
+header{padding:20px 28px;background:${ok ? '#065f46' : m.status === 'cancelled' ? '#4b5563' : m.status === 'running' ? '#1e3a8a' : '#7f1d1d'};color:#fff}
 header h1{margin:0 0 4px;font-size:22px} header .sub{opacity:.85}
 main{padding:20px 28px;max-width:1280px}
 section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px 20px;margin:0 0 18px}

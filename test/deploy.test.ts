@@ -28,7 +28,7 @@ test('package: host.json, package.json whose main glob finds every function file
   const pkg = JSON.parse((await readFile(join(root, 'package.json'), 'utf8'))) as { main: string; dependencies: Record<string, string> };
   assert.equal(pkg.main, 'dist/functions/*.js');
   const functionsInZip = entries.map((e) => e.name).filter((n) => /^dist\/functions\/[^/]+\.js$/.test(n)).sort();
-  assert.deepEqual(functionsInZip, ['dist/functions/health.js', 'dist/functions/inferenceJob.js', 'dist/functions/jobs.js']);
+  assert.deepEqual(functionsInZip, ['dist/functions/blobArrivals.js', 'dist/functions/health.js', 'dist/functions/inferenceJob.js', 'dist/functions/jobs.js']);
   const host = JSON.parse(await readFile(join(root, 'host.json'), 'utf8')) as { version: string };
   assert.equal(host.version, '2.0');
   // Every module the function files need is in the package.
@@ -165,6 +165,10 @@ test('infra provisions every setting the code reads, and names no setting the co
   const params = JSON.parse(await readFile(join(root, 'infra', 'main.parameters.json'), 'utf8')) as { parameters: Record<string, { value: string }> };
   assert.equal(params.parameters['principalId']?.value, '${AZURE_PRINCIPAL_ID}');
   assert.match(bicep, /output LAKEINFER_ACCOUNT_URL string = dataStorage\.properties\.primaryEndpoints\.blob/);
+  // Continuous jobs: BlobCreated of the input container to the blobArrivals function (Event Grid system topic).
+  assert.match(bicep, /topicType: 'Microsoft\.Storage\.StorageAccounts'/);
+  assert.match(bicep, /resourceId: '\$\{app\.id\}\/functions\/blobArrivals'/);
+  assert.match(bicep, /includedEventTypes: \['Microsoft\.Storage\.BlobCreated'\]\n\s+subjectBeginsWith: '\/blobServices\/default\/containers\/\$\{inputContainer\}\/blobs\/'/);
   // The job API refuses containers the identity cannot reach.
   assert.match(bicep, /\{ name: 'INPUT_CONTAINERS', value: useExternalData \? '' : inputContainer \}/);
   assert.match(bicep, /\{ name: 'OUTPUT_CONTAINERS', value: useExternalData \? '' : outputContainer \}/);
@@ -192,7 +196,7 @@ test('the unpacked package loads: every function registers from its own node_mod
     console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, sharp: typeof sharp.versions.vips }));`;
   const out = execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } });
   const got = JSON.parse(out.trim().split('\n').pop()!) as { functions: string[]; ort: string; sharp: string };
-  assert.deepEqual(got.functions, ['cancelJob', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'purgeJob', 'submitJob']);
+  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'purgeJob', 'submitJob']);
   assert.equal(got.ort, 'function');
   assert.equal(got.sharp, 'string');
 });

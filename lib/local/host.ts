@@ -24,6 +24,7 @@ import { httpTriggers } from './httpTriggers';
 import { seeded } from './random';
 import { InstanceStore } from './state';
 import { instanceCores } from '../cores';
+import { startArrivalScanner } from './arrivalScanner';
 
 export interface LocalHostOptions {
   /** Port on 127.0.0.1; 0 picks a free one. */
@@ -193,6 +194,9 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   });
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
+  // Continuous jobs: the input prefixes are scanned for blobs that landed (Event Grid's part on Azure).
+  const scanner = startArrivalScanner(() => engine.records(), () => BlobServiceClient.fromConnectionString(azurite?.connectionString ?? cs), log);
+
   return {
     url: baseUrl,
     connectionString: cs,
@@ -205,6 +209,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     },
     async stop() {
       stopping = true;
+      await scanner.stop();
       engine.close();
       await new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections?.();
