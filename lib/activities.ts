@@ -138,7 +138,7 @@ export function createActivities(deps: ActivityDeps) {
       outcome(async () => {
         const svc = await deps.service();
         const output = svc.getContainerClient(input.job.output.container);
-        const r = await collectArrivals(output, input);
+        const r = await collectArrivals(output, input, svc.getContainerClient(input.job.input.container));
         if (r.stopped) await output.getBlobClient(registrationName(input.job.jobId)).deleteIfExists();
         return r;
       }),

@@ -9,8 +9,9 @@
  *   `_lakeinfer/continuous/<jobId>.json` of their output container); locally the host scans the
  *   input prefix by last-modified time. Both feed the same code from here on.
  * - collect (an activity, at most once per poll) takes the arrival records after the job's cursor,
- *   keeps each blob's latest ETag, drops those already inferred with that ETag (the seen index,
- *   `_continuous/seen/<shard>.json`: duplicate events and rescans cost nothing), and plans the rest
+ *   keeps each blob's latest version, drops versions already inferred — the same ETag, or the same
+ *   bytes by Content-MD5 (a re-upload of identical content gets a new ETag) — using the seen index
+ *   `_continuous/seen/<shard>.json` (duplicate events and rescans cost nothing), and plans the rest
  *   as new partitions numbered after the existing ones. The batch is recorded first, create-only
  *   (`_continuous/batches/<n>.json`): a collect delivered twice plans the same partitions.
  * - The plan index is updated with the new partition count and the cursor, so a resumed job picks
@@ -21,7 +22,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { restStatus } from './errors';
 import { readOutcome } from './jobFolder';
 import type { JobSpec } from './jobs';
-import { mapLimit, planBlobName, planIndexName, readJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from './storage';
+import { mapLimit, md5Of, normalizeEtag, planBlobName, planIndexName, readJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from './storage';
 
 export const ARRIVALS = '_arrivals/';
 const SEEN = '_continuous/seen/';
@@ -36,6 +37,19 @@ export interface Arrival {
   name: string;
   etag: string;
   size: number;
+  /** Content-MD5 (base64) when known: the same bytes uploaded again are recognised by it. */
+  md5?: string;
+}
+
+/** What the seen index keeps of an inferred blob version. */
+interface Seen {
+  e: string;
+  m?: string;
+}
+
+/** The same version as one already inferred: the same ETag, or the same bytes (Content-MD5). */
+function alreadySeen(b: Arrival, seen: Seen | undefined): boolean {
+  return seen !== undefined && (b.etag === seen.e || (b.md5 !== undefined && b.md5 === seen.m));
 }
 
 export interface Registration {
@@ -79,9 +93,9 @@ function shardOf(name: string): string {
   return createHash('sha1').update(name).digest('hex').slice(0, 2);
 }
 
-/** Records name -> ETag in the seen index (read-modify-write with ETag conditions per shard). */
-async function markSeen(output: ContainerClient, jobPrefix: string, blobs: readonly Pick<Arrival, 'name' | 'etag'>[]): Promise<void> {
-  const byShard = new Map<string, Pick<Arrival, 'name' | 'etag'>[]>();
+/** Records name -> version in the seen index (read-modify-write with ETag conditions per shard). */
+async function markSeen(output: ContainerClient, jobPrefix: string, blobs: readonly Pick<Arrival, 'name' | 'etag' | 'md5'>[]): Promise<void> {
+  const byShard = new Map<string, Pick<Arrival, 'name' | 'etag' | 'md5'>[]>();
   for (const b of blobs) {
     const s = shardOf(b.name);
     byShard.set(s, [...(byShard.get(s) ?? []), b]);
@@ -90,16 +104,16 @@ async function markSeen(output: ContainerClient, jobPrefix: string, blobs: reado
     const name = `${jobPrefix}${SEEN}${shard}.json`;
     for (let attempt = 0; ; attempt++) {
       const blob = output.getBlockBlobClient(name);
-      let current: Record<string, string> = {};
+      let current: Record<string, Seen> = {};
       let etag: string | undefined;
       try {
         const got = await blob.downloadToBuffer();
-        current = JSON.parse(got.toString('utf8')) as Record<string, string>;
+        current = JSON.parse(got.toString('utf8')) as Record<string, Seen>;
         etag = (await blob.getProperties()).etag;
       } catch (err) {
         if (restStatus(err) !== 404) throw err;
       }
-      for (const b of list) current[b.name] = b.etag;
+      for (const b of list) current[b.name] = b.md5 ? { e: b.etag, m: b.md5 } : { e: b.etag };
       const body = Buffer.from(JSON.stringify(current));
       try {
         await blob.upload(body, body.length, { conditions: etag ? { ifMatch: etag } : { ifNoneMatch: '*' }, blobHTTPHeaders: { blobContentType: 'application/json' } });
@@ -113,11 +127,11 @@ async function markSeen(output: ContainerClient, jobPrefix: string, blobs: reado
   });
 }
 
-async function seenEtags(output: ContainerClient, jobPrefix: string, names: readonly string[]): Promise<Map<string, string>> {
+async function seenVersions(output: ContainerClient, jobPrefix: string, names: readonly string[]): Promise<Map<string, Seen>> {
   const shards = [...new Set(names.map(shardOf))];
-  const out = new Map<string, string>();
+  const out = new Map<string, Seen>();
   await mapLimit(shards, 16, async (s) => {
-    const m = await readJson<Record<string, string>>(output, `${jobPrefix}${SEEN}${s}.json`);
+    const m = await readJson<Record<string, Seen>>(output, `${jobPrefix}${SEEN}${s}.json`);
     for (const [k, v] of Object.entries(m ?? {})) out.set(k, v);
   });
   return out;
@@ -171,7 +185,7 @@ interface BatchRecord {
  * One poll of a continuous job: a stop decided by DELETE ends it; else the arrivals after the
  * cursor become a batch of new partitions (nothing new: the same counts back).
  */
-export async function collectArrivals(output: ContainerClient, input: CollectInput): Promise<CollectResult> {
+export async function collectArrivals(output: ContainerClient, input: CollectInput, source?: ContainerClient): Promise<CollectResult> {
   const p = input.job.jobPrefix;
   const outcome = await readOutcome(output, p);
   if (outcome && outcome.status === 'cancelled') return { stopped: true, partitions: input.partitions, total: input.total, cursor: input.cursor, images: 0 };
@@ -195,15 +209,29 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
     const records = await mapLimit(names, 16, (n) => readJson<{ blobs: Arrival[] }>(output, n));
     const latest = new Map<string, Arrival>();
     for (const r of records) for (const b of r?.blobs ?? []) if (watches(input.job, input.job.input.container, b.name)) latest.set(b.name, b);
-    const seen = await seenEtags(output, p, [...latest.keys()]);
-    const fresh = [...latest.values()].filter((b) => seen.get(b.name) !== b.etag).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // Event Grid says nothing of the content: the blob's current properties (Content-MD5, ETag);
+    // a blob gone since it landed is dropped.
+    if (source) {
+      await mapLimit([...latest.values()].filter((b) => b.md5 === undefined), 16, async (b) => {
+        try {
+          const props = await source.getBlobClient(b.name).getProperties();
+          const md5 = md5Of(props.contentMD5);
+          latest.set(b.name, { name: b.name, etag: normalizeEtag(props.etag), size: props.contentLength ?? b.size, ...(md5 ? { md5 } : {}) });
+        } catch (err) {
+          if (restStatus(err) === 404) latest.delete(b.name);
+          else throw err;
+        }
+      });
+    }
+    const seen = await seenVersions(output, p, [...latest.keys()]);
+    const fresh = [...latest.values()].filter((b) => !alreadySeen(b, seen.get(b.name))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const cursor = names[names.length - 1]!;
     if (fresh.length === 0) {
       index.continuous = { cursor, seeded: true };
       await writeJson(output, planIndexName(p), index);
       return { stopped: false, partitions: input.partitions, total: input.total, cursor, images: 0 };
     }
-    batch = { n: input.partitions, first: input.total, cursor, blobs: fresh.map((b) => ({ name: b.name, etag: b.etag, size: b.size })) };
+    batch = { n: input.partitions, first: input.total, cursor, blobs: fresh.map((b) => ({ name: b.name, etag: b.etag, size: b.size, ...(b.md5 ? { md5: b.md5 } : {}) })) };
     try {
       await output.getBlockBlobClient(`${p}${BATCHES}${batch.n}.json`).upload(JSON.stringify(batch), Buffer.byteLength(JSON.stringify(batch)), { conditions: { ifNoneMatch: '*' } });
     } catch (err) {
@@ -238,7 +266,8 @@ export async function scanForArrivals(input: ContainerClient, output: ContainerC
   for await (const b of input.listBlobsFlat({ prefix: job.input.prefix })) {
     const t = b.properties.lastModified?.getTime() ?? 0;
     if (t < since || !watches(job, input.containerName, b.name)) continue;
-    found.push({ name: b.name, etag: (b.properties.etag ?? '').replace(/^"|"$/g, ''), size: b.properties.contentLength ?? 0 });
+    const md5 = md5Of(b.properties.contentMD5);
+    found.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
     newest = Math.max(newest, t);
   }
   const n = await recordArrivals(output, job, found, now);

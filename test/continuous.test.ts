@@ -69,11 +69,19 @@ describe('continuous: arrivals to batches', () => {
     assert.deepEqual((await readJson<PlanPartition>(out, 'runs/cj/_plan/3.json'))!.blobs, [{ name: 'cam/1.jpg', etag: 'e1-changed', size: 11 }]);
     const index = (await readJson<{ partitions: number; total: number; continuous: { cursor: string } }>(out, planIndexName('runs/cj/')))!;
     assert.deepEqual([index.partitions, index.total, index.continuous.cursor], [4, 5, changed.cursor], 'a resumed job starts from here');
+    // The same bytes uploaded again (a new ETag, the same Content-MD5) are not a new version.
+    await recordArrivals(out, j, [{ name: 'cam/3.png', etag: 'e3-reupload', size: 30, md5: 'bWQ1LTM=' }], new Date('2026-11-27T00:00:01Z'));
+    const before = await collectArrivals(out, { job: j, partitions: 4, total: 5, cursor: changed.cursor });
+    assert.equal(before.images, 1, 'cam/3.png was seen with an ETag only: the new ETag counts');
+    await recordArrivals(out, j, [{ name: 'cam/3.png', etag: 'e3-again', size: 30, md5: 'bWQ1LTM=' }], new Date('2026-11-27T00:00:02Z'));
+    const same = await collectArrivals(out, { job: j, partitions: 5, total: 6, cursor: before.cursor });
+    assert.equal(same.images, 0, 'the same bytes again (Content-MD5) are skipped');
+    changed.cursor = same.cursor;
     // DELETE decided the outcome: the next look stops, taking nothing.
     await recordArrivals(out, j, [{ name: 'cam/9.jpg', etag: 'e9', size: 1 }]);
     await decideOutcome(out, 'runs/cj/', { status: 'cancelled', executionId: 'x1', by: 'cancel' }, new Date().toISOString());
-    const stopped = await collectArrivals(out, { job: j, partitions: 4, total: 5, cursor: changed.cursor });
-    assert.deepEqual([stopped.stopped, stopped.partitions, stopped.images], [true, 4, 0]);
+    const stopped = await collectArrivals(out, { job: j, partitions: 5, total: 6, cursor: changed.cursor });
+    assert.deepEqual([stopped.stopped, stopped.partitions, stopped.images], [true, 5, 0]);
   });
 
   test('local scan: what landed since the last scan is recorded; a rescan is harmless', async () => {
@@ -119,13 +127,15 @@ describe('a continuous job through the local host', () => {
   });
   after(() => host?.stop());
 
-  test('infers what is there, then what lands, each blob version once (duplicate events, rescans); DELETE stops it with its running totals', async () => {
+  test('three waves: what is there, then what lands, each image once (duplicate events, rescans); the same bytes uploaded again are skipped; a changed image is inferred again; DELETE stops it with its running totals', async () => {
     const input = az.service.getContainerClient('live-in');
     const out = az.service.getContainerClient('live-out');
     await input.createIfNotExists();
     const png = (c: [number, number, number]) => new Canvas(16, 12, c).png();
-    await writeBlob(input, 'cam/001.png', await png([255, 0, 0]));
-    await writeBlob(input, 'cam/002.png', await png([0, 255, 0]));
+    const red = await png([255, 0, 0]);
+    const green = await png([0, 255, 0]);
+    const blue = await png([0, 0, 255]);
+    await writeBlob(input, 'cam/001.png', red);
     const post = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify({ jobId: 'live', input: { container: 'live-in', prefix: 'cam/', extensions: ['.png'] }, output: { container: 'live-out', prefix: 'runs/' }, model: { name: 'colours' }, mode: 'continuous', pollSeconds: 1, partitionSize: 2, params: { topK: 1 } }) });
     assert.equal(post.status, 202, await post.clone().text());
     const manifest = async (): Promise<Manifest | undefined> => ((await out.exists()) ? readJson<Manifest>(out, 'runs/live/_manifest.json') : undefined);
@@ -138,22 +148,30 @@ describe('a continuous job through the local host', () => {
         await new Promise((r) => setTimeout(r, 200));
       }
     };
-    const m1 = await until('the blobs that were there', (m) => m.counts.images === 2);
-    assert.equal(m1.status, 'running');
-    assert.equal((await (await fetch(`${host.url}/api/jobs/live`)).json() as { status: string }).status, 'running');
-    // New blobs land; one of them is announced twice more (duplicate events).
-    await writeBlob(input, 'cam/003.png', await png([0, 0, 255]));
-    await writeBlob(input, 'cam/004.png', await png([255, 0, 0]));
+    const m0 = await until('the image that was there', (m) => m.counts.images === 1);
+    assert.equal(m0.status, 'running');
+    assert.equal(((await (await fetch(`${host.url}/api/jobs/live`)).json()) as { status: string }).status, 'running');
+    // Wave 1.
+    await writeBlob(input, 'cam/002.png', green);
+    await writeBlob(input, 'cam/003.png', blue);
+    await until('wave 1', (m) => m.counts.images === 3);
+    // Wave 2; one image is also announced twice more as Event Grid would (no content hash: collect reads its properties).
+    await writeBlob(input, 'cam/004.png', red);
+    await writeBlob(input, 'cam/005.png', green);
     await writeBlob(input, 'cam/notes.txt', Buffer.from('not an image of this job'));
-    const etag = (await input.getBlobClient('cam/003.png').getProperties()).etag!.replace(/"/g, '');
+    const etag = (await input.getBlobClient('cam/004.png').getProperties()).etag!.replace(/"/g, '');
     const reg = { jobId: 'live', jobPrefix: 'runs/live/', input: { container: 'live-in', prefix: 'cam/', extensions: ['.png'] }, output: { container: 'live-out' } };
-    await recordArrivals(out, reg, [{ name: 'cam/003.png', etag, size: 1 }]);
-    await recordArrivals(out, reg, [{ name: 'cam/003.png', etag, size: 1 }]);
-    const m2 = await until('the new blobs', (m) => m.counts.images === 4);
-    assert.equal(m2.counts.succeeded, 4);
-    // A changed blob (a new ETag) is inferred again.
-    await writeBlob(input, 'cam/001.png', await png([0, 0, 255]));
-    const m3 = await until('the changed blob', (m) => m.counts.images === 5);
+    await recordArrivals(out, reg, [{ name: 'cam/004.png', etag, size: 1 }]);
+    await recordArrivals(out, reg, [{ name: 'cam/004.png', etag, size: 1 }]);
+    await until('wave 2', (m) => m.counts.images === 5);
+    // Wave 3: 002 uploaded again with the same bytes (a new ETag, the same Content-MD5): skipped;
+    // 001 changed: inferred again; 006 new.
+    await writeBlob(input, 'cam/002.png', green);
+    await writeBlob(input, 'cam/001.png', blue);
+    await writeBlob(input, 'cam/006.png', blue);
+    const m3 = await until('wave 3', (m) => m.counts.images === 7);
+    await new Promise((r) => setTimeout(r, 3000)); // three more looks: nothing else comes
+    assert.equal((await manifest())!.counts.images, 7, 'the same bytes uploaded again are not inferred again');
     assert.ok(await out.getBlobClient(registrationName('live')).exists(), 'registered for Event Grid while it runs');
     // Stop.
     const del = await fetch(`${host.url}/api/jobs/live`, { method: 'DELETE' });
@@ -171,11 +189,10 @@ describe('a continuous job through the local host', () => {
     assert.equal(final.status, 'cancelled');
     assert.deepEqual(final.counts, { ...m3.counts, partitions: final.counts.partitions });
     assert.ok(!(await out.getBlobClient(registrationName('live')).exists()), 'unregistered once stopped');
-    // The Parquet dataset: each image version once (5 rows: 4 images, 001.png twice with two ETags).
+    // The Parquet dataset: each image version once; 001 twice (two contents, two ETags), 002 once.
     const rows: Record<string, unknown>[] = [];
     for (const part of final.datasets!.results.parts) rows.push(...readParquetRows((await readBlob(out, `runs/live/results.parquet/${part}`))!.data).rows);
-    assert.equal(rows.length, 5);
-    assert.deepEqual(rows.map((r) => r['image']).sort(), ['cam/001.png', 'cam/001.png', 'cam/002.png', 'cam/003.png', 'cam/004.png']);
+    assert.deepEqual(rows.map((r) => r['image']).sort(), ['cam/001.png', 'cam/001.png', 'cam/002.png', 'cam/003.png', 'cam/004.png', 'cam/005.png', 'cam/006.png']);
     assert.equal(new Set(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['image_etag'])).size, 2);
     assert.deepEqual(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['label']).sort(), ['blue', 'red']);
   });

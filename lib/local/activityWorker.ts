@@ -3,6 +3,7 @@
  * would, then runs the activities it is sent, one at a time, and loads a job's model ahead of its
  * first partition when the host says which.
  */
+import { readFileSync } from 'node:fs';
 import { InvocationContext } from '@azure/functions';
 import { defaultActivities } from '../activities';
 import type { ModelVersion } from '../model';
@@ -10,9 +11,24 @@ import { defaultFunctionFiles, loadFunctions } from './functionsHost';
 
 const functions = loadFunctions(defaultFunctionFiles());
 
+/**
+ * This process's own peak resident memory. Linux: VmHWM of /proc/self/status, which belongs to this
+ * process's memory map; getrusage's maxRSS also counts the parent's pages at fork time (a bench
+ * parent holding large models made its children look 3x larger than they are).
+ */
+function peakRss(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    /* not Linux */
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 process.on('message', async (msg: { type: 'run' | 'stats' | 'preload'; id: number; name: string; input: unknown; model?: { name: string } & Partial<ModelVersion> }) => {
   if (msg.type === 'stats') {
-    process.send!({ type: 'stats', maxRss: process.resourceUsage().maxRSS * 1024 });
+    process.send!({ type: 'stats', maxRss: peakRss() });
     return;
   }
   if (msg.type === 'preload') {

@@ -8,6 +8,13 @@ export interface BlobRef {
   name: string;
   etag: string;
   size: number;
+  /** Content-MD5 (base64) when the storage service keeps one: the same bytes uploaded again have it too. */
+  md5?: string;
+}
+
+/** A listed or fetched Content-MD5 as base64 (absent when the service keeps none). */
+export function md5Of(v: Uint8Array | undefined): string | undefined {
+  return v && v.length > 0 ? Buffer.from(v).toString('base64') : undefined;
 }
 
 export interface ListOptions {
@@ -61,7 +68,8 @@ export async function* listBlobPages(container: ContainerClient, opts: ListOptio
     for (const b of page.segment.blobItems) {
       if (b.metadata?.['hdi_isfolder'] === 'true' || b.name.endsWith('/')) continue;
       if (!matchesExtension(b.name, opts.extensions)) continue;
-      items.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0 });
+      const md5 = md5Of(b.properties.contentMD5);
+      items.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
       if (++seen >= max) break;
     }
     const token = page.continuationToken === '' ? undefined : page.continuationToken;
