@@ -8,7 +8,7 @@
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { finalizeJob, type FinalizeInput } from '../lib/finalize';
 import { parseJobRequest } from '../lib/jobs';
-import { startAzurite } from '../lib/local/azurite';
+import { withAzurite } from '../lib/local/azurite';
 import { EMPTY_TOTALS } from '../lib/orchestration';
 import { LATENCY_BOUNDS_MS, partSummaryName, pieceFragmentName, type PartitionSummary } from '../lib/parts';
 import { mapLimit, writeBlob, writeJson } from '../lib/storage';
@@ -113,14 +113,6 @@ export async function finalizeBench(service: BlobServiceClient, sizes = [1_000, 
 }
 
 if (require.main === module) {
-  void (async () => {
-    const azurite = await startAzurite();
-    try {
-      const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
-      const rows = await finalizeBench(BlobServiceClient.fromConnectionString(azurite.connectionString), sizes.length ? sizes : undefined);
-      console.table(rows);
-    } finally {
-      await azurite.stop();
-    }
-  })();
+  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  void withAzurite(async (azurite) => console.table(await finalizeBench(BlobServiceClient.fromConnectionString(azurite.connectionString), sizes.length ? sizes : undefined)));
 }

@@ -26,7 +26,7 @@ import { prepareImage, DEFAULT_LIMITS } from '../lib/model/preprocess';
 import type { InputSpec } from '../lib/model/spec';
 import type { TensorView } from '../lib/model/postprocess';
 import { parseModelSpec, type ModelSpec } from '../lib/model/spec';
-import { startAzurite } from '../lib/local/azurite';
+import { startAzurite, withAzurite } from '../lib/local/azurite';
 import { submit, watch } from '../lib/local/client';
 import { demoScenes } from '../lib/local/demo';
 import { startLocalHost } from '../lib/local/host';
@@ -283,19 +283,11 @@ async function main(): Promise<void> {
   const scalingSizes = (process.env['BENCH_SCALING'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
   // Each series and the finalize runs on a fresh emulator: what one leaves behind (hundreds of
   // thousands of blobs) would slow the next.
-  const fresh = async <T>(fn: (a: Awaited<ReturnType<typeof startAzurite>>) => Promise<T>): Promise<T> => {
-    const a = await startAzurite();
-    try {
-      return await fn(a);
-    } finally {
-      await a.stop();
-    }
-  };
-  const scaling = [...(await fresh((a) => scalingBench(a, scalingSizes, log))), ...(await fresh((a) => scalingBench(a, scalingSizes, log, { perImageResults: false })))];
+  const scaling = [...(await withAzurite((a) => scalingBench(a, scalingSizes, log))), ...(await withAzurite((a) => scalingBench(a, scalingSizes, log, { perImageResults: false })))];
 
   // Finalize at scale: synthetic partitions (set BENCH_FINALIZE to other sizes, e.g. 1000,10000 for a quicker run).
   const finalizeSizes = (process.env['BENCH_FINALIZE'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
-  const finalize = finalizeSizes.length ? await fresh((a) => finalizeBench(BlobServiceClient.fromConnectionString(a.connectionString), finalizeSizes, log)) : [];
+  const finalize = finalizeSizes.length ? await withAzurite((a) => finalizeBench(BlobServiceClient.fromConnectionString(a.connectionString), finalizeSizes, log)) : [];
 
   const pkg = await buildPackage(root);
   const report = {

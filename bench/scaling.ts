@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { BlobServiceClient } from '@azure/storage-blob';
-import { startAzurite, type AzuriteInstance } from '../lib/local/azurite';
+import { withAzurite, type AzuriteInstance } from '../lib/local/azurite';
 import { submit, watch } from '../lib/local/client';
 import { startLocalHost } from '../lib/local/host';
 import type { Manifest } from '../lib/finalize';
@@ -24,7 +24,6 @@ export interface ScalingRow {
   /** CPU seconds per 1,000 images: this process (host, engine), the activity processes, the emulator. */
   cpuPer1000: { host: number; activities: number; emulator: number };
   emulatorRssMiB: number;
-  requestsPerImage?: number;
 }
 
 /** CPU time (user + system) of a process by pid, in seconds, from /proc (Linux). */
@@ -107,14 +106,10 @@ export async function scalingBench(azurite: AzuriteInstance, sizes = [1_000, 10_
 }
 
 if (require.main === module) {
+  // Each series on a fresh emulator, as in `npm run bench`.
+  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
   void (async () => {
-    const azurite = await startAzurite();
-    try {
-      const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
-      const rows = [...(await scalingBench(azurite, sizes.length ? sizes : undefined)), ...(await scalingBench(azurite, sizes.length ? sizes : undefined, console.log, { perImageResults: false }))];
-      console.table(rows.map((r) => ({ ...r, cpuPer1000: JSON.stringify(r.cpuPer1000) })));
-    } finally {
-      await azurite.stop();
-    }
+    const rows = [...(await withAzurite((a) => scalingBench(a, sizes.length ? sizes : undefined))), ...(await withAzurite((a) => scalingBench(a, sizes.length ? sizes : undefined, console.log, { perImageResults: false })))];
+    console.table(rows.map((r) => ({ ...r, cpuPer1000: JSON.stringify(r.cpuPer1000) })));
   })();
 }

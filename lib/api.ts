@@ -7,7 +7,7 @@
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { isLakeInferError, LakeInferError } from './errors';
 import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from './jobFolder';
-import { parseJobRequest, specDifferences, specDigest, type JobSpec } from './jobs';
+import { jobOf, parseJobRequest, specDifferences, specDigest, type JobSpec } from './jobs';
 import type { JobProgress } from './orchestration';
 import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from './orchestrator';
 import { readJson } from './storage';
@@ -100,12 +100,6 @@ function view(s: InstanceStatus, baseUrl: string, job?: JobSpec, cancelling = fa
     };
   }
   return v;
-}
-
-function jobOf(input: unknown): JobSpec | undefined {
-  if (typeof input !== 'object' || input === null) return undefined;
-  const i = input as Partial<{ job: JobSpec; state: { job: JobSpec } }>;
-  return i.job ?? i.state?.job;
 }
 
 /**

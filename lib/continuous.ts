@@ -22,7 +22,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { restStatus } from './errors';
 import { readOutcome } from './jobFolder';
 import type { JobSpec } from './jobs';
-import { mapLimit, md5Of, normalizeEtag, planBlobName, planIndexName, readJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from './storage';
+import { mapLimit, md5Of, normalizeEtag, planBlobName, planIndexName, readJson, updateJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from './storage';
 
 export const ARRIVALS = '_arrivals/';
 const SEEN = '_continuous/seen/';
@@ -98,33 +98,21 @@ async function markSeen(output: ContainerClient, jobPrefix: string, blobs: reado
   const byShard = new Map<string, Pick<Arrival, 'name' | 'etag' | 'md5'>[]>();
   for (const b of blobs) {
     const s = shardOf(b.name);
-    byShard.set(s, [...(byShard.get(s) ?? []), b]);
+    const list = byShard.get(s);
+    if (list) list.push(b);
+    else byShard.set(s, [b]);
   }
-  await mapLimit([...byShard.entries()], 16, async ([shard, list]) => {
-    const name = `${jobPrefix}${SEEN}${shard}.json`;
-    for (let attempt = 0; ; attempt++) {
-      const blob = output.getBlockBlobClient(name);
-      let current: Record<string, Seen> = {};
-      let etag: string | undefined;
-      try {
-        const got = await blob.downloadToBuffer();
-        current = JSON.parse(got.toString('utf8')) as Record<string, Seen>;
-        etag = (await blob.getProperties()).etag;
-      } catch (err) {
-        if (restStatus(err) !== 404) throw err;
-      }
-      for (const b of list) current[b.name] = b.md5 ? { e: b.etag, m: b.md5 } : { e: b.etag };
-      const body = Buffer.from(JSON.stringify(current));
-      try {
-        await blob.upload(body, body.length, { conditions: etag ? { ifMatch: etag } : { ifNoneMatch: '*' }, blobHTTPHeaders: { blobContentType: 'application/json' } });
-        return;
-      } catch (err) {
-        const st = restStatus(err);
-        if ((st === 412 || st === 409) && attempt < 10) continue; // someone else wrote the shard: again
-        throw err;
-      }
-    }
-  });
+  await mapLimit([...byShard.entries()], 16, ([shard, list]) =>
+    updateJson<Record<string, Seen>>(
+      output,
+      `${jobPrefix}${SEEN}${shard}.json`,
+      (current = {}) => {
+        for (const b of list) current[b.name] = b.md5 ? { e: b.etag, m: b.md5 } : { e: b.etag };
+        return current;
+      },
+      { what: 'the seen index', maxTries: 11 },
+    ),
+  );
 }
 
 async function seenVersions(output: ContainerClient, jobPrefix: string, names: readonly string[]): Promise<Map<string, Seen>> {
@@ -232,12 +220,8 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
       return { stopped: false, partitions: input.partitions, total: input.total, cursor, images: 0 };
     }
     batch = { n: input.partitions, first: input.total, cursor, blobs: fresh.map((b) => ({ name: b.name, etag: b.etag, size: b.size, ...(b.md5 ? { md5: b.md5 } : {}) })) };
-    try {
-      await output.getBlockBlobClient(`${p}${BATCHES}${batch.n}.json`).upload(JSON.stringify(batch), Buffer.byteLength(JSON.stringify(batch)), { conditions: { ifNoneMatch: '*' } });
-    } catch (err) {
-      if (restStatus(err) !== 409) throw err;
-      batch = (await readJson<BatchRecord>(output, `${p}${BATCHES}${input.partitions}.json`))!;
-    }
+    // Create-only: a concurrent delivery of the same collect that recorded it first wins.
+    if ((await writeJson(output, `${p}${BATCHES}${batch.n}.json`, batch, { ifNotExists: true })) === false) batch = (await readJson<BatchRecord>(output, `${p}${BATCHES}${input.partitions}.json`))!;
   }
   // Plan files for the batch (the same content on a repeat), then the index, then the seen index.
   const size = input.job.partitionSize;
@@ -299,7 +283,7 @@ export interface BlobEvent {
 export async function recordBlobEvents(outputs: ContainerClient[], events: BlobEvent[], at: Date = new Date()): Promise<number> {
   const blobs = events
     .filter((e) => e.eventType === 'Microsoft.Storage.BlobCreated')
-    .map((e) => ({ at: blobOfSubject(e.subject), etag: (e.data.eTag ?? '').replace(/^"|"$/g, ''), size: e.data.contentLength ?? 0 }))
+    .map((e) => ({ at: blobOfSubject(e.subject), etag: normalizeEtag(e.data.eTag), size: e.data.contentLength ?? 0 }))
     .filter((b): b is { at: { container: string; name: string }; etag: string; size: number } => b.at !== undefined);
   if (blobs.length === 0) return 0;
   let recorded = 0;

@@ -47,13 +47,17 @@ const formats = z
   .array(z.enum(OUTPUT_FORMATS))
   .min(1)
   .refine((f) => new Set(f).size === f.length, 'must not repeat a format')
-  .transform((f) => OUTPUT_FORMATS.filter((x) => f.includes(x)));
+  .transform((f) => OUTPUT_FORMATS.filter((x) => f.includes(x)))
+  .default([...OUTPUT_FORMATS]);
+
+const mode = z.enum(['batch', 'continuous']).default('batch');
+const pollSeconds = z.number().int().min(1).max(3600).default(30);
 
 export const JobRequestSchema = z
   .object({
     jobId: jobId.optional(),
     input: z.object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats: formats.default([...OUTPUT_FORMATS]) }).strict(),
+    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize: partitionSize.default(64),
     maxParallelPartitions: maxParallelPartitions.default(32),
@@ -63,9 +67,9 @@ export const JobRequestSchema = z
     /** Replace an existing job of this jobId (its outputs and plan) with this request, even a finished one. */
     restart: z.boolean().default(false),
     /** 'continuous': after the blobs there now, infer new or changed ones as they land, until DELETE. */
-    mode: z.enum(['batch', 'continuous']).default('batch'),
+    mode,
     /** Continuous jobs: how often the job looks for new blobs (seconds). */
-    pollSeconds: z.number().int().min(1).max(3600).default(30),
+    pollSeconds,
   })
   .strict();
 
@@ -108,7 +112,7 @@ export const JobSpecSchema = z
     jobId,
     jobPrefix: z.string().min(1).max(1024),
     input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats: formats.default([...OUTPUT_FORMATS]) }).strict(),
+    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
     maxParallelPartitions,
@@ -118,8 +122,8 @@ export const JobSpecSchema = z
     submittedAt: z.string().datetime(),
     executionId: z.string().min(1).max(100),
     restart: z.boolean(),
-    mode: z.enum(['batch', 'continuous']).default('batch'),
-    pollSeconds: z.number().int().min(1).max(3600).default(30),
+    mode,
+    pollSeconds,
   })
   .strict()
   .superRefine((j, ctx) => {
@@ -233,4 +237,11 @@ export function specDifferences(a: JobSpec, b: JobSpec): string[] {
 /** A digest of the result-deciding fields: recorded in the plan, compared when a plan is reused. */
 export function specDigest(j: JobSpec): string {
   return canonical(Object.fromEntries(RESULT_FIELDS.map((f) => [f, get(j, f)])));
+}
+
+/** The job of an orchestration input: `{ job }` at start, `{ state: { job } }` after continueAsNew. */
+export function jobOf(input: unknown): JobSpec | undefined {
+  if (typeof input !== 'object' || input === null) return undefined;
+  const i = input as Partial<{ job: JobSpec; state: { job: JobSpec } }>;
+  return i.job ?? i.state?.job;
 }

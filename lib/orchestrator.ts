@@ -278,11 +278,22 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     return undefined;
   }
 
+  // What finalize needs: the same for a continuous job's running totals and for the end.
+  const finalizeInput = (status: FinalizeInput['status'], provisional = false): FinalizeInput => ({
+    job: s.job,
+    status,
+    ...(provisional ? { provisional } : {}),
+    totals,
+    partitions: plan.partitions,
+    failedPartitions: failed,
+    model: plan.model,
+    startedAt: s.startedAt,
+    endedAt: context.df.currentUtcDateTime.toISOString(),
+  });
   if (s.job.mode === 'continuous') {
     // Running totals for what completed since the last look (manifest, report, Parquet dataset).
     if (s.reported !== plan.partitions) {
-      const interim: FinalizeInput = { job: s.job, status: 'succeeded', provisional: true, totals, partitions: plan.partitions, failedPartitions: failed, model: plan.model, startedAt: s.startedAt, endedAt: context.df.currentUtcDateTime.toISOString() };
-      const r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, interim)) as Outcome<unknown>;
+      const r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput('succeeded', true))) as Outcome<unknown>;
       if (!r.ok) throw new Error(`${r.error.code}: ${r.error.message}`);
       s = { ...s, reported: plan.partitions };
     }
@@ -301,17 +312,7 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
 
   const status = jobSucceeded(totals, s.job.toleratedFailurePercent) ? 'succeeded' : 'failed';
   context.df.setCustomStatus(progressOf('finalizing', plan.partitions, plan.total, totals, s.generation));
-  const fin: FinalizeInput = {
-    job: s.job,
-    status,
-    totals,
-    partitions: plan.partitions,
-    failedPartitions: failed,
-    model: plan.model,
-    startedAt: s.startedAt,
-    endedAt: context.df.currentUtcDateTime.toISOString(),
-  };
-  const done = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, fin)) as Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>;
+  const done = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status))) as Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>;
   if (!done.ok) throw new Error(`${done.error.code}: ${done.error.message}`);
   context.df.setCustomStatus(progressOf('done', plan.partitions, plan.total, totals, s.generation));
   // A cancel decided the outcome first: the manifest says cancelled, and so does the job's output.

@@ -12,9 +12,8 @@
  *   _parts/<n>/<from>.attempts        attempts of the piece in this run of the job, and the last error
  *   _parts/<n>.json                   the partition's summary, written last: the partition is complete
  */
-import { RestError, type ContainerClient } from '@azure/storage-blob';
-import { restStatus } from './errors';
-import { collectStream, listAllBlobs, readJson, storageError } from './storage';
+import type { ContainerClient } from '@azure/storage-blob';
+import { listAllBlobs, readJson, updateJson } from './storage';
 
 /** Upper bounds (ms) of the per-image latency histogram; the last bucket is open. */
 export const LATENCY_BOUNDS_MS = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, Number.POSITIVE_INFINITY];
@@ -74,16 +73,16 @@ export interface Counts {
   detections: number;
 }
 
-export interface PieceSummary extends Counts {
+/** What a piece and a whole partition both report. */
+interface RunSummary extends Counts {
   n: number;
-  from: number;
-  to: number;
-  /** Time this piece waited for its model (0 when the process held it already). */
+  /** Time waited for the model (0 when the process held it already); a partition's: of its pieces. */
   modelLoadMs?: number;
-  /** From the piece's start to its first image done (cold start shows here). */
+  /** From the start to the first image done (cold start shows here); a partition's: its first piece's. */
   firstResultMs?: number;
   /** Sum over images of each stage's time (stages overlap across images). */
   stageMs: StageTimings;
+  /** A partition's: the sum of its pieces' wall times. */
   wallMs: number;
   startedAt: string;
   endedAt: string;
@@ -91,22 +90,15 @@ export interface PieceSummary extends Counts {
   latencyCounts: number[];
   samples: ImageSample[];
   failureHead: FailureRecord[];
+}
+
+export interface PieceSummary extends RunSummary {
+  from: number;
+  to: number;
   fragments: PieceFragments;
 }
 
-export interface PartitionSummary extends Counts {
-  n: number;
-  /** Model load time of its pieces, and the first piece's time to its first result. */
-  modelLoadMs?: number;
-  firstResultMs?: number;
-  stageMs: StageTimings;
-  /** Sum of the pieces' wall times. */
-  wallMs: number;
-  startedAt: string;
-  endedAt: string;
-  latencyCounts: number[];
-  samples: ImageSample[];
-  failureHead: FailureRecord[];
+export interface PartitionSummary extends RunSummary {
   pieces: PieceFragments[];
   /** What the partition was computed from: a resumed job skips it only when both still hold. */
   model: { etag: string; jsonEtag: string };
@@ -207,41 +199,9 @@ export function shortMessage(message: string): string {
   return line.length <= MESSAGE_CHARS ? line : `${line.slice(0, MESSAGE_CHARS - 1)}…`;
 }
 
-/**
- * Changes a piece's attempts record with optimistic concurrency (read with its ETag, write only
- * over that version, again on a conflict). Returns the record as written.
- */
-async function updateAttempts(output: ContainerClient, name: string, change: (r: AttemptsRecord | undefined) => AttemptsRecord): Promise<AttemptsRecord> {
-  const blob = output.getBlockBlobClient(name);
-  for (let tries = 0; ; tries++) {
-    let current: AttemptsRecord | undefined;
-    let etag: string | undefined;
-    try {
-      // The record and its version come from one download.
-      const res = await blob.download();
-      const body = await collectStream(res.readableStreamBody!);
-      etag = res.etag;
-      try {
-        current = JSON.parse(body!.toString('utf8')) as AttemptsRecord;
-      } catch {
-        current = undefined; // an unreadable record is started again (overwritten at this version)
-      }
-    } catch (err) {
-      if (restStatus(err) !== 404) throw storageError(err, 'reading attempts', `${output.containerName}/${name}`);
-    }
-    const next = change(current);
-    try {
-      await blob.upload(JSON.stringify(next), Buffer.byteLength(JSON.stringify(next)), {
-        blobHTTPHeaders: { blobContentType: 'application/json; charset=utf-8' },
-        conditions: etag === undefined ? { ifNoneMatch: '*' } : { ifMatch: etag },
-      });
-      return next;
-    } catch (err) {
-      const status = err instanceof RestError ? err.statusCode : restStatus(err);
-      if ((status === 409 || status === 412) && tries < 20) continue;
-      throw storageError(err, 'writing attempts', `${output.containerName}/${name}`);
-    }
-  }
+/** Changes a piece's attempts record with optimistic concurrency (see updateJson). */
+function updateAttempts(output: ContainerClient, name: string, change: (r: AttemptsRecord | undefined) => AttemptsRecord): Promise<AttemptsRecord> {
+  return updateJson(output, name, change, { what: 'attempts' });
 }
 
 /**

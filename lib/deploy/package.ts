@@ -15,6 +15,7 @@ import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ZipWriter } from './zip';
+import { filesUnder } from '../files';
 
 /** What Flex Consumption runs: npm's platform names. */
 export interface Target {
@@ -35,7 +36,7 @@ export function sharpPlatform(t: Target): string {
 
 /** Paths (relative to the staged app, '/'-separated) that never ship. */
 export function excluded(p: string, target: Target = TARGET): boolean {
-  if (/^dist\/(test|bench|scripts|exp)\//.test(p)) return true;
+  if (/^dist\/(test|bench|scripts)\//.test(p)) return true;
   if (/^dist\/lib\/(local|deploy|operator)\//.test(p)) return true;
   if (/\.(map|ts|md|markdown)$/i.test(p) && !p.endsWith('.d.ts')) return !/^node_modules\/.*\/LICENSE/i.test(p);
   if (/\.d\.ts$/.test(p)) return true;
@@ -47,14 +48,6 @@ export function excluded(p: string, target: Target = TARGET): boolean {
   const img = /^node_modules\/@img\/sharp-(?:libvips-)?([a-z0-9]+-[a-z0-9]+)\//.exec(p);
   if (img && img[1] !== sharpPlatform(target)) return true;
   return false;
-}
-
-async function* walk(dir: string): AsyncGenerator<string> {
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) yield* walk(p);
-    else if (e.isFile()) yield p;
-  }
 }
 
 /** Removes the directories pruning left empty; true when `dir` itself is now empty. */
@@ -79,7 +72,7 @@ export function installArgs(target: Target): string[] {
 export async function verifyStaged(appDir: string, target: Target = TARGET): Promise<string[]> {
   const problems: string[] = [];
   const files: string[] = [];
-  for await (const f of walk(join(appDir, 'node_modules'))) files.push(posix(relative(appDir, f)));
+  for await (const f of filesUnder(join(appDir, 'node_modules'))) files.push(posix(relative(appDir, f)));
   const plat = sharpPlatform(target);
   const need: [string, RegExp][] = [
     [`sharp binding for ${plat}`, new RegExp(`^node_modules/@img/sharp-${plat}/lib/sharp-${plat}(-[0-9.]+)?\\.node$`)],
@@ -107,7 +100,7 @@ export interface StageReport {
 export async function stageApp(root: string, appDir: string, target: Target = TARGET): Promise<StageReport> {
   await rm(appDir, { recursive: true, force: true });
   await mkdir(appDir, { recursive: true });
-  for await (const f of walk(join(root, 'dist'))) {
+  for await (const f of filesUnder(join(root, 'dist'))) {
     const rel = posix(relative(root, f));
     if (excluded(rel, target)) continue;
     await mkdir(dirname(join(appDir, rel)), { recursive: true });
@@ -132,7 +125,7 @@ export async function stageApp(root: string, appDir: string, target: Target = TA
   await rm(join(appDir, 'node_modules', '.bin'), { recursive: true, force: true }); // CLI links: not used by the app
   let files = 0;
   let bytes = 0;
-  for await (const f of walk(appDir)) {
+  for await (const f of filesUnder(appDir)) {
     const rel = posix(relative(appDir, f));
     if (excluded(rel, target)) {
       await rm(f);
@@ -164,7 +157,7 @@ export async function buildPackage(root: string, outDir = join(root, '.deploy'),
   const staged = await stageApp(root, appDir, target);
   const zipPath = join(outDir, 'lakeinfer.zip');
   const zip = new ZipWriter(zipPath);
-  for await (const f of walk(appDir)) {
+  for await (const f of filesUnder(appDir)) {
     const rel = posix(relative(appDir, f));
     if (rel === '.funcignore') continue;
     await zip.addFile(rel, f, (await stat(f)).mode & 0o777);

@@ -5,14 +5,13 @@
  */
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { scanForArrivals } from '../continuous';
-import type { JobSpec } from '../jobs';
+import { jobOf, type JobSpec } from '../jobs';
 import { ORCHESTRATOR } from '../orchestrator';
 import type { InstanceRecord } from './durable';
 
 function continuousJob(rec: InstanceRecord): JobSpec | undefined {
   if (rec.name !== ORCHESTRATOR || (rec.runtimeStatus !== 'Running' && rec.runtimeStatus !== 'Pending')) return undefined;
-  const input = rec.input as { job?: JobSpec; state?: { job?: JobSpec } } | undefined;
-  const job = input?.job ?? input?.state?.job;
+  const job = jobOf(rec.input);
   return job?.mode === 'continuous' ? job : undefined;
 }
 

@@ -196,3 +196,13 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
     },
   };
 }
+
+/** Runs `fn` against a fresh emulator in a temporary folder, stopped (and removed) afterwards. */
+export async function withAzurite<T>(fn: (azurite: AzuriteInstance) => Promise<T>, opts: Omit<AzuriteOptions, 'location'> = {}): Promise<T> {
+  const azurite = await startAzurite(opts);
+  try {
+    return await fn(azurite);
+  } finally {
+    await azurite.stop();
+  }
+}

@@ -24,7 +24,7 @@ import type { BlobServiceClient } from '@azure/storage-blob';
 import type { JobView } from '../api';
 import type { Manifest } from '../finalize';
 import { addModel } from '../operator/models';
-import { operatorStorage } from '../operator/storage';
+import { operatorStorage, OperatorStorageError } from '../operator/storage';
 import { progressBar, uploadDirectory } from '../operator/upload';
 import { maskConnectionString, readBlob } from '../storage';
 import { downloadOutputs } from './outputs';
@@ -53,13 +53,14 @@ export function parseArgs(argv: string[]): Args {
   return { cmd, pos, flags };
 }
 
+/** A flag's value, when it was given one. */
+const flag = (a: Args, k: string): string | undefined => (typeof a.flags[k] === 'string' ? a.flags[k] : undefined);
+
 function apiOf(a: Args, env: NodeJS.ProcessEnv): ApiOptions {
-  const url = (typeof a.flags['url'] === 'string' ? a.flags['url'] : undefined) ?? env['LAKEINFER_URL'] ?? 'http://127.0.0.1:7071';
-  const key = (typeof a.flags['key'] === 'string' ? a.flags['key'] : undefined) ?? env['LAKEINFER_KEY'];
+  const url = flag(a, 'url') ?? env['LAKEINFER_URL'] ?? 'http://127.0.0.1:7071';
+  const key = flag(a, 'key') ?? env['LAKEINFER_KEY'];
   return key ? { url, key } : { url };
 }
-
-const flag = (a: Args, k: string): string | undefined => (typeof a.flags[k] === 'string' ? a.flags[k] : undefined);
 
 /** The data account: --account-url (Entra ID) or --storage (connection string), then the same from the environment. */
 function storageOf(a: Args, env: NodeJS.ProcessEnv, credential?: TokenCredential): BlobServiceClient {
@@ -113,12 +114,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
   const api = apiOf(a, env);
   switch (a.cmd) {
     case 'host': {
-      const data = typeof a.flags['data'] === 'string' ? resolve(a.flags['data']) : undefined;
+      const dataFlag = flag(a, 'data');
+      const data = dataFlag === undefined ? undefined : resolve(dataFlag);
+      const storage = flag(a, 'storage');
       const host = await startLocalHost({
         port: Number(a.flags['port'] ?? 7071),
         activityProcesses: Number(a.flags['processes'] ?? 2),
         ...(data ? { azuriteLocation: data } : {}),
-        ...(typeof a.flags['storage'] === 'string' ? { storageConnectionString: a.flags['storage'] } : {}),
+        ...(storage !== undefined ? { storageConnectionString: storage } : {}),
         settings: { MODELS_CONTAINER: env['MODELS_CONTAINER'] ?? 'models' },
         onFatal: (err) => {
           console.error(`lakeinfer: ${err.message}`);
@@ -167,18 +170,23 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       const v = await status(api, need(a, 0, 'JOB_ID'));
       out(summary(v));
       if (!v.outputs) return 0;
-      if (!flag(a, 'storage') && !flag(a, 'account-url') && !env['DATA_STORAGE'] && !env['LAKEINFER_ACCOUNT_URL']) {
-        out('  (pass --account-url (Entra ID) or --storage, or set LAKEINFER_ACCOUNT_URL or DATA_STORAGE, to read the outputs)');
+      let svc: BlobServiceClient;
+      try {
+        svc = storageOf(a, env, deps.credential);
+      } catch (err) {
+        if (!(err instanceof OperatorStorageError)) throw err;
+        out(`  (to read the outputs: ${err.message})`);
         return 0;
       }
-      const c = storageOf(a, env, deps.credential).getContainerClient(v.outputs.container);
+      const c = svc.getContainerClient(v.outputs.container);
       const m = await readBlob(c, v.outputs.manifest);
       if (m) {
         const man = JSON.parse(m.data.toString()) as Manifest;
         out(`  manifest: ${man.status}; images ${man.counts.images}: ${man.counts.succeeded} succeeded, ${man.counts.failed} failed, ${man.counts.skipped} skipped; ${man.counts.detections} detections; ${man.instanceSeconds} instance-seconds`);
       }
-      if (typeof a.flags['out'] === 'string') {
-        const dir = resolve(a.flags['out']);
+      const outFlag = flag(a, 'out');
+      if (outFlag !== undefined) {
+        const dir = resolve(outFlag);
         const got = await downloadOutputs(c, v.outputs.prefix, dir);
         out(`  downloaded ${got.files} files to ${dir}`);
         for (const [blob, file] of got.renamed) out(`  renamed (too long for the local file system): ${blob} -> ${file}`);
@@ -190,7 +198,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
       const v = await status(api, id);
       if (!v.outputs) throw new Error(`job ${id} has no outputs yet (${v.runtimeStatus})`);
       const c = storageOf(a, env, deps.credential).getContainerClient(v.outputs.container);
-      const dir = resolve(typeof a.flags['out'] === 'string' ? a.flags['out'] : join('out', id));
+      const dir = resolve(flag(a, 'out') ?? join('out', id));
       const n = (await downloadOutputs(c, v.outputs.prefix, dir)).files;
       const file = join(dir, 'report.html');
       out(`downloaded ${n} files; report: ${file}`);

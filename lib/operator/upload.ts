@@ -4,10 +4,11 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { relative, sep } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
 import { mapLimit } from '../concurrency';
+import { filesUnder } from '../files';
 
 export interface UploadProgress {
   files: number;
@@ -25,14 +26,6 @@ export interface UploadOptions {
   onProgress?: (p: UploadProgress) => void;
 }
 
-async function* files(dir: string): AsyncGenerator<string> {
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) yield* files(p);
-    else if (e.isFile()) yield p;
-  }
-}
-
 async function md5(path: string): Promise<Buffer> {
   const h = createHash('md5');
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
@@ -48,7 +41,7 @@ export async function uploadDirectory(container: ContainerClient, dir: string, o
   const prefix = opts.prefix ?? '';
   const exts = opts.extensions?.map((e) => e.toLowerCase());
   const list: string[] = [];
-  for await (const f of files(dir)) if (!exts || exts.some((e) => f.toLowerCase().endsWith(e))) list.push(f);
+  for await (const f of filesUnder(dir)) if (!exts || exts.some((e) => f.toLowerCase().endsWith(e))) list.push(f);
   list.sort();
   // What is there already: one listing of the prefix, not a request per file.
   const existing = new Map<string, string>();

@@ -83,3 +83,43 @@ export async function readJson<T>(container: ContainerClient, name: string): Pro
   }
 }
 
+
+/**
+ * Changes a JSON blob with optimistic concurrency: read it with its ETag (one download), write the
+ * changed value only over that version (or only if there is none), again on a conflict, at most
+ * `maxTries` times (default 21). A body that is not JSON counts as absent (it is overwritten at
+ * its version). Returns the value as written.
+ */
+export async function updateJson<T>(container: ContainerClient, name: string, change: (current: T | undefined) => T, opts: { what: string; maxTries?: number }): Promise<T> {
+  assertAddressable(name);
+  const blob = container.getBlockBlobClient(name);
+  for (let tries = 1; ; tries++) {
+    let current: T | undefined;
+    let etag: string | undefined;
+    try {
+      const res = await blob.download();
+      const body = await collectStream(res.readableStreamBody!);
+      etag = res.etag;
+      try {
+        current = JSON.parse(body!.toString('utf8')) as T;
+      } catch {
+        current = undefined;
+      }
+    } catch (err) {
+      if (restStatus(err) !== 404) throw storageError(err, `reading ${opts.what}`, `${container.containerName}/${name}`);
+    }
+    const next = change(current);
+    const text = JSON.stringify(next);
+    try {
+      await blob.upload(text, Buffer.byteLength(text), {
+        blobHTTPHeaders: { blobContentType: 'application/json; charset=utf-8' },
+        conditions: etag === undefined ? { ifNoneMatch: '*' } : { ifMatch: etag },
+      });
+      return next;
+    } catch (err) {
+      const status = restStatus(err);
+      if ((status === 409 || status === 412) && tries < (opts.maxTries ?? 21)) continue;
+      throw storageError(err, `writing ${opts.what}`, `${container.containerName}/${name}`);
+    }
+  }
+}
