@@ -1,10 +1,10 @@
 /**
- * HTTP API: POST /api/jobs (start or resume), GET /api/jobs/{id} (status), DELETE /api/jobs/{id}
+ * HTTP API: POST /api/jobs (start or resume), GET /api/jobs (list, newest first), GET /api/jobs/{id} (status), DELETE /api/jobs/{id}
  * (cancel), DELETE /api/jobs/{id}/history (purge a finished job's orchestration history).
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import * as df from 'durable-functions';
-import { cancelJob, jobStatus, purgeJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
+import { cancelJob, jobStatus, listJobs, purgeJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
 import { settings } from '../lib/config';
 import { dataService } from '../lib/storage';
 
@@ -14,7 +14,14 @@ const MAX_BODY_BYTES = 1024 * 1024;
 /** The data account the job folders live in (job records, outcomes). */
 const apiOptions = (): ApiOptions => {
   const s = settings();
-  return { storage: () => dataService(s.data), containers: { input: s.inputContainers, output: s.outputContainers } };
+  return {
+    storage: () => dataService(s.data),
+    containers: { input: s.inputContainers, output: s.outputContainers },
+    // Blob events come from the provisioned data account's Event Grid topic, never an external one.
+    ...(s.data.kind === 'keyVaultSecret'
+      ? { continuousUnavailable: "its data account is external (DATA_STORAGE_SECRET_URI), and blob-created events reach this app only from the data account it provisioned; run batch jobs (\"mode\": \"batch\"), e.g. over new blobs with skipExisting" }
+      : {}),
+  };
 };
 
 /** The Durable client as the JobClient the API logic needs. */
@@ -47,6 +54,21 @@ export function durableJobClient(context: InvocationContext): JobClient {
     },
     terminate: (id, reason) => client.terminate(id, reason),
     purge: async (id) => (await client.purgeInstanceHistory(id)).instancesDeleted > 0,
+    list: async (filter) =>
+      (
+        await client.getStatusBy({
+          ...(filter.createdTimeFrom ? { createdTimeFrom: filter.createdTimeFrom } : {}),
+          ...(filter.createdTimeTo ? { createdTimeTo: filter.createdTimeTo } : {}),
+          ...(filter.runtimeStatus ? { runtimeStatus: filter.runtimeStatus as unknown as df.OrchestrationRuntimeStatus[] } : {}),
+        })
+      ).map((s) => ({
+        instanceId: s.instanceId,
+        runtimeStatus: s.runtimeStatus as never,
+        output: s.output,
+        customStatus: s.customStatus,
+        createdTime: new Date(s.createdTime).toISOString(),
+        lastUpdatedTime: new Date(s.lastUpdatedTime).toISOString(),
+      })),
   };
 }
 
@@ -78,6 +100,10 @@ export async function jobStatusHandler(req: HttpRequest, context: InvocationCont
   return respond(await jobStatus(durableJobClient(context), req.params['id'] ?? '', baseUrl(req), apiOptions()));
 }
 
+export async function listJobsHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  return respond(await listJobs(durableJobClient(context), new URL(req.url).searchParams, baseUrl(req)));
+}
+
 export async function purgeJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const r = await purgeJob(durableJobClient(context), req.params['id'] ?? '');
   context.log(`DELETE /api/jobs/${req.params['id']}/history -> ${r.status}`);
@@ -92,6 +118,7 @@ export async function cancelJobHandler(req: HttpRequest, context: InvocationCont
 
 const client = df.input.durableClient();
 app.http('submitJob', { route: 'jobs', methods: ['POST'], authLevel: 'function', extraInputs: [client], handler: submitJobHandler });
+app.http('listJobs', { route: 'jobs', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: listJobsHandler });
 app.http('jobStatus', { route: 'jobs/{id}', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: jobStatusHandler });
 app.http('cancelJob', { route: 'jobs/{id}', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: cancelJobHandler });
 app.http('purgeJob', { route: 'jobs/{id}/history', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: purgeJobHandler });

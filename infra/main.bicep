@@ -1,6 +1,6 @@
 // lakeinfer on Azure: a Flex Consumption (FC1) Node 22 Function App with one user-assigned identity,
-// identity-based host storage, an ADLS Gen2 data account (input, output, models), Key Vault (RBAC,
-// purge protection) for an external data account's connection string, Application Insights, and
+// identity-based host storage, an ADLS Gen2 data account (input, output, models), Key Vault (RBAC;
+// created only when an external data account's connection string is given), Application Insights, and
 // least-privilege role assignments for the app and for the operator who deploys it (azd sets
 // principalId to the signed-in user). No shared keys on the accounts this template creates, no basic
 // publishing credentials.
@@ -178,8 +178,11 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   name: modelsContainer
 }
 
-// ---- Key Vault (RBAC): holds an external data account's connection string when one is given ----
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+// ---- Key Vault (RBAC): exists only when an external data account's connection string is given ----
+// No purge protection: a purge-protected vault cannot be purged, so after `azd down` its name (fixed per
+// environment) stays taken for the soft-delete retention and `azd up` with the same environment fails.
+// Without it, `azd down --purge` purges the soft-deleted vault and the name is free again at once.
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = if (useExternalData) {
   name: 'kv-${token}'
   location: location
   tags: tags
@@ -189,7 +192,6 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
   }
 }
@@ -243,7 +245,7 @@ var baseSettings = [
 ]
 var dataSettings = useExternalData
   ? [
-      { name: 'DATA_STORAGE_SECRET_URI', value: '${vault.properties.vaultUri}secrets/data-storage-connection' }
+      { name: 'DATA_STORAGE_SECRET_URI', value: '${vault!.properties.vaultUri}secrets/data-storage-connection' }
     ]
   : [
       { name: 'DATA_STORAGE__serviceUri', value: dataStorage.properties.primaryEndpoints.blob }
@@ -399,4 +401,4 @@ output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output LAKEINFER_URL string = 'https://${app.properties.defaultHostName}'
 output DATA_STORAGE_ACCOUNT string = dataStorage.name
 output LAKEINFER_ACCOUNT_URL string = dataStorage.properties.primaryEndpoints.blob
-output KEY_VAULT_NAME string = vault.name
+output KEY_VAULT_NAME string = useExternalData ? vault!.name : ''

@@ -14,6 +14,7 @@ import { inferenceLayout, settings } from './config';
 import { instanceCores } from './cores';
 import { collectArrivals, registrationName, type CollectInput, type CollectResult, type ContinuousIndex, type Registration } from './continuous';
 import { inferPartition, type PartitionSummary } from './pipeline';
+import { DEFAULT_ROLE_PROPAGATION, whileRolesPropagate, type RolePropagation } from './storage/roles';
 import { dataService, ensureContainer, readJson, planIndexName, writeJson, writePlan, type PlanIndex } from './storage';
 
 export interface ActivityDeps {
@@ -26,6 +27,11 @@ export interface ActivityDeps {
   /** A partition's piece stops taking images after this long (PARTITION_TIME_BUDGET_SECONDS). */
   partitionBudgetMs: number;
   cost: CostSettings;
+  /**
+   * Identity-based access (managed identity, Key Vault): a 403 in the first minutes after the
+   * instance started is waited out as a role assignment still propagating. Absent: no waiting.
+   */
+  roles?: RolePropagation;
 }
 
 export interface ActivityError {
@@ -66,9 +72,9 @@ export type PartitionResult =
   | { n: number; done: false; next: number; images: number; wallMs: number };
 
 /** Retryable errors are thrown (the orchestrator retries); the rest become { ok: false }. */
-async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
+async function outcome<T>(fn: () => Promise<T>, roles?: RolePropagation, what = 'activity'): Promise<Outcome<T>> {
   try {
-    return { ok: true, value: await fn() };
+    return { ok: true, value: await (roles ? whileRolesPropagate(what, fn, roles) : fn()) };
   } catch (err) {
     if (isLakeInferError(err) && !err.retryable) return { ok: false, error: { code: err.code, message: err.message } };
     if (isLakeInferError(err)) throw err;
@@ -131,7 +137,7 @@ export function createActivities(deps: ActivityDeps) {
         }
         const cursor = (index as ContinuousIndex).continuous?.cursor;
         return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model, ...(cursor ? { cursor } : {}) };
-      }),
+      }, deps.roles, 'planJob'),
 
     /** A continuous job's look for new blobs: a batch of new partitions, or the stop (see lib/continuous.ts). */
     collectArrivals: (input: CollectInput): Promise<Outcome<CollectResult>> =>
@@ -141,7 +147,7 @@ export function createActivities(deps: ActivityDeps) {
         const r = await collectArrivals(output, input, svc.getContainerClient(input.job.input.container));
         if (r.stopped) await output.getBlobClient(registrationName(input.job.jobId)).deleteIfExists();
         return r;
-      }),
+      }, deps.roles, 'collectArrivals'),
 
     inferPartition: (input: PartitionInput): Promise<Outcome<PartitionResult>> =>
       outcome(async () => {
@@ -177,14 +183,14 @@ export function createActivities(deps: ActivityDeps) {
         // A partition completed by an earlier run of the job: nothing was recomputed, its images count as skipped.
         if (r.resumed) return { n: s.n, done: true, images: s.images, succeeded: 0, failed: s.failed, skipped: s.succeeded + s.skipped, detections: s.detections, wallMs: 0 };
         return { n: s.n, done: true, images: s.images, succeeded: s.succeeded, failed: s.failed, skipped: s.skipped, detections: s.detections, wallMs: s.wallMs };
-      }),
+      }, deps.roles, 'inferPartition'),
 
     finalizeJob: (input: FinalizeInput): Promise<Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>> =>
       outcome(async () => {
         const svc = await deps.service();
         const m = await finalizeJob(svc.getContainerClient(input.job.output.container), input, deps.cost);
         return { status: m.status, counts: m.counts, files: m.files };
-      }),
+      }, deps.roles, 'finalizeJob'),
   };
 }
 
@@ -204,6 +210,8 @@ export function defaultActivities(): Activities {
       maxImagePixels: s.maxImagePixels,
       partitionBudgetMs: s.partitionBudgetSeconds * 1000,
       cost: { instanceMemoryMB: s.instanceMemoryMB, pricePerGbSecond: s.pricePerGbSecond },
+      // Role assignments matter only where the app reaches storage by identity (Azure).
+      ...(s.data.kind === 'connectionString' ? {} : { roles: DEFAULT_ROLE_PROPAGATION }),
     });
   }
   return processActivities;

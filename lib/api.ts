@@ -31,6 +31,14 @@ export interface JobClient {
   terminate(instanceId: string, reason: string): Promise<void>;
   /** Deletes the history of a finished instance; false when there was none. */
   purge(instanceId: string): Promise<boolean>;
+  /** The instances matching a filter (their inputs left out): the Durable client's instance query. */
+  list(filter: InstanceFilter): Promise<InstanceStatus[]>;
+}
+
+export interface InstanceFilter {
+  runtimeStatus?: RuntimeStatus[];
+  createdTimeFrom?: Date;
+  createdTimeTo?: Date;
 }
 
 export interface ApiResponse {
@@ -45,6 +53,8 @@ export interface ApiOptions {
   now?: Date;
   /** Containers jobs may read from and write to (the provisioned ones); empty or absent: any. */
   containers?: { input: string[]; output: string[] };
+  /** Why this deployment cannot run continuous jobs (no blob events reach it); absent: it can. */
+  continuousUnavailable?: string;
 }
 
 /** A job naming a container the app was not given access to: 400 now, not 403 mid-job. */
@@ -118,6 +128,9 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
   }
   const denied = containerIssue(job, opts.containers);
   if (denied) return error(400, denied);
+  if (job.mode === 'continuous' && opts.continuousUnavailable) {
+    return error(400, new LakeInferError('InvalidRequest', `field 'mode': continuous jobs cannot run on this deployment: ${opts.continuousUnavailable}`, { target: 'mode' }));
+  }
   const existing = await client.status(job.jobId);
   const previous = existing ? jobOf(existing.input) : undefined;
   const conflict = (fields: string[]): ApiResponse =>
@@ -212,4 +225,97 @@ export async function cancelJob(client: JobClient, jobId: string, baseUrl: strin
   // Terminating is asynchronous: the status as read now, 'cancelling' until the orchestration ends.
   const now = (await client.status(jobId)) ?? s;
   return { status: 202, body: view(now, baseUrl, job, ACTIVE.includes(now.runtimeStatus)) };
+}
+
+/** One job in a listing: enough to find it again and see how it went. */
+export interface JobListItem {
+  jobId: string;
+  status: JobView['status'];
+  runtimeStatus: RuntimeStatus;
+  createdTime?: string;
+  lastUpdatedTime?: string;
+  images?: { total: number; succeeded: number; failed: number; skipped: number };
+  outputs?: { container: string; prefix: string };
+  link: string;
+}
+
+const JOB_STATUSES = ['running', 'cancelling', 'succeeded', 'failed', 'cancelled'] as const;
+/** A job status and the runtime statuses it can have (a job that failed its threshold completes 'failed'). */
+const RUNTIME_FOR: Record<string, RuntimeStatus[]> = {
+  running: ACTIVE,
+  cancelling: ACTIVE,
+  succeeded: ['Completed'],
+  failed: ['Failed', 'Completed'],
+  cancelled: ['Terminated', 'Canceled', 'Completed'],
+};
+
+/** A cursor for the next page: the last item's creation time and id (jobs are listed newest first). */
+function encodeCursor(createdTime: string, id: string): string {
+  return Buffer.from(JSON.stringify([createdTime, id])).toString('base64url');
+}
+function decodeCursor(token: string): [string, string] | undefined {
+  try {
+    const v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as unknown;
+    return Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' ? [v[0], v[1]] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * GET /api/jobs?status=running&createdFrom=ISO&createdTo=ISO&top=50&continuationToken=T: the jobs
+ * newest first, a page at a time (the next page's token in `continuationToken`), from the Durable
+ * client's instance query; each with its status, image counts and output folder.
+ */
+export async function listJobs(client: JobClient, query: URLSearchParams, baseUrl: string): Promise<ApiResponse> {
+  const bad = (field: string, message: string): ApiResponse => error(400, new LakeInferError('InvalidRequest', `query parameter '${field}' ${message}`, { target: field }));
+  const statusParam = query.get('status');
+  const wanted = statusParam ? statusParam.split(',').map((s) => s.trim()).filter(Boolean) : [];
+  for (const w of wanted) if (!(JOB_STATUSES as readonly string[]).includes(w)) return bad('status', `must be one of ${JOB_STATUSES.join(', ')} (got '${w}')`);
+  const date = (field: string): Date | undefined | 'bad' => {
+    const v = query.get(field);
+    if (v === null || v === '') return undefined;
+    const d = new Date(v);
+    return Number.isNaN(d.getTime()) ? 'bad' : d;
+  };
+  const from = date('createdFrom');
+  if (from === 'bad') return bad('createdFrom', 'must be an ISO 8601 date-time');
+  const to = date('createdTo');
+  if (to === 'bad') return bad('createdTo', 'must be an ISO 8601 date-time');
+  const topText = query.get('top');
+  const top = topText === null ? 50 : Number(topText);
+  if (!Number.isInteger(top) || top < 1 || top > 500) return bad('top', 'must be an integer from 1 to 500');
+  const tokenText = query.get('continuationToken');
+  const cursor = tokenText ? decodeCursor(tokenText) : undefined;
+  if (tokenText && !cursor) return bad('continuationToken', 'is not a token this API returned');
+
+  const runtime = [...new Set(wanted.flatMap((w) => RUNTIME_FOR[w]!))];
+  const filter: InstanceFilter = { ...(runtime.length ? { runtimeStatus: runtime } : {}), ...(from ? { createdTimeFrom: from } : {}), ...(to ? { createdTimeTo: to } : {}) };
+  const all = (await client.list(filter)).sort((a, b) => (b.createdTime ?? '').localeCompare(a.createdTime ?? '') || b.instanceId.localeCompare(a.instanceId));
+  const after = cursor ? all.filter((s) => (s.createdTime ?? '') < cursor[0] || ((s.createdTime ?? '') === cursor[0] && s.instanceId < cursor[1])) : all;
+  const jobs: JobListItem[] = [];
+  let last: InstanceStatus | undefined;
+  for (const listed of after) {
+    if (jobs.length === top) break;
+    last = listed;
+    // The listing leaves inputs out; each job's own status has its request (where it writes).
+    const s = (await client.status(listed.instanceId)) ?? listed;
+    const job = jobOf(s.input);
+    const v = view(s, baseUrl, job);
+    if (wanted.length && !wanted.includes(v.status)) continue;
+    const counts = (s.output as Partial<JobOutput> | undefined)?.counts;
+    const images = counts ? { total: counts.images, succeeded: counts.succeeded, failed: counts.failed, skipped: counts.skipped } : v.progress?.images;
+    jobs.push({
+      jobId: s.instanceId,
+      status: v.status,
+      runtimeStatus: s.runtimeStatus,
+      ...(s.createdTime ? { createdTime: s.createdTime } : {}),
+      ...(s.lastUpdatedTime ? { lastUpdatedTime: s.lastUpdatedTime } : {}),
+      ...(images ? { images } : {}),
+      ...(v.outputs ? { outputs: { container: v.outputs.container, prefix: v.outputs.prefix } } : {}),
+      link: v.links.status,
+    });
+  }
+  const more = last !== undefined && after.indexOf(last) < after.length - 1;
+  return { status: 200, body: { jobs, ...(more && last ? { continuationToken: encodeCursor(last.createdTime ?? '', last.instanceId) } : {}) } };
 }

@@ -9,6 +9,7 @@
  * idempotent: every output has a deterministic name and is overwritten with the same content, and
  * the partition's summary (_parts/<n>.json) is written last.
  */
+import { isAuthorizationDenied } from './storage/roles';
 import type { ContainerClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError, restStatus } from './errors';
 import { round1 } from './model/postprocess';
@@ -133,7 +134,8 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
   } catch (err) {
     if (restStatus(err) === 404) return fail('download', new LakeInferError('BlobNotFound', `blob '${blob.name}' was deleted after the job was planned`));
     const e = storageError(err, 'downloading image', `${deps.input.containerName}/${blob.name}`);
-    if (perImage(e)) return fail('download', e);
+    // A 403 is the container's (a missing or still-propagating role), never this image's alone.
+    if (perImage(e) && !isAuthorizationDenied(err)) return fail('download', e);
     throw e;
   }
   const t1 = performance.now();

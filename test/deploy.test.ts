@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SETTINGS } from '../lib/config';
-import { buildPackage, excluded, FUNCTIONS_NODE_VERSION, installArgs, sharpPlatform, stageApp, TARGET, verifyStaged, type PackageReport } from '../lib/deploy/package';
+import { buildPackage, excluded, npmVersionProblem, FUNCTIONS_NODE_VERSION, installArgs, sharpPlatform, stageApp, TARGET, verifyStaged, type PackageReport } from '../lib/deploy/package';
 import { extractZip, listZip, type ZipEntryInfo } from '../lib/deploy/zip';
 import { execFileSync } from 'node:child_process';
 
@@ -83,12 +83,22 @@ test('azure.yaml deploys the staged app without a remote build', async () => {
   assert.match(api, /^ {4}language: js$/m);
   assert.match(api, /^ {4}dist: \.deploy\/app$/m);
   assert.match(api, /^ {4}remoteBuild: false$/m);
-  assert.doesNotMatch(yaml, /prepackage/, 'azd runs the package script itself (npm framework), for azd deploy too');
+  // azd runs `npm run build`, never `package` (framework_service_node.go): the service's prepackage
+  // hook stages .deploy/app on every azd package/deploy/up, in both shells. test/azd.test.ts proves it with azd.
+  assert.match(api, /^ {4}hooks:\n {6}prepackage:\n {8}posix:\n {10}shell: sh\n {10}run: npm run package\n {8}windows:\n {10}shell: pwsh\n {10}run: npm run package$/m);
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
   assert.match(pkg.scripts['package']!, /dist\/lib\/deploy\/package\.js/);
   // The project's .funcignore must not drop node_modules (azd refuses remoteBuild: false then).
   const funcignore = await readFile(join(root, '.funcignore'), 'utf8');
   assert.doesNotMatch(funcignore, /^node_modules/m);
+});
+
+test('package: npm older than 10.3 (no --libc) is refused with what to do', () => {
+  assert.equal(npmVersionProblem('10.3.0'), undefined);
+  assert.equal(npmVersionProblem('11.19.1\n'), undefined);
+  assert.match(npmVersionProblem('10.2.4') ?? '', /npm 10\.2\.4 cannot stage the linux-x64 package: npm 10\.3\.0 or newer is needed .*Node 20\.12/);
+  assert.match(npmVersionProblem('9.8.1') ?? '', /or newer is needed/);
+  assert.match(npmVersionProblem('garbage') ?? '', /could not read npm's version/);
 });
 
 test('package: no dev files, no dev dependencies, linux-x64 native binaries only, size bounded', () => {
@@ -144,9 +154,14 @@ test('infra provisions every setting the code reads, and names no setting the co
   const regions = /@allowed\(\[\n((?:\s+'[a-z0-9]+'\n)+)\]\)\n@metadata\(\{ azd: \{ type: 'location' \} \}\)\nparam location string/.exec(bicep);
   assert.ok(regions, 'location is limited to Flex Consumption regions and azd asks for it');
   assert.ok(regions[1]!.includes("'eastus'") && regions[1]!.includes("'westeurope'"));
-  // Hardening: no basic-auth publishing, purge protection, the app's Key Vault role on the secret only.
+  // Hardening: no basic-auth publishing, the app's Key Vault role on the secret only.
   for (const kind of ['ftp', 'scm']) assert.match(bicep, new RegExp(`basicPublishingCredentialsPolicies@[0-9-]+' = \\{\\n  parent: app\\n  name: '${kind}'\\n  properties: \\{ allow: false \\}`));
-  assert.match(bicep, /enablePurgeProtection: true/);
+  // The vault exists only for an external data account, and without purge protection: after
+  // `azd down --purge` the same environment's `azd up` can create it again at once.
+  assert.match(bicep, /resource vault 'Microsoft\.KeyVault\/vaults@[0-9-]+' = if \(useExternalData\) \{/);
+  assert.doesNotMatch(bicep, /enablePurgeProtection/);
+  assert.match(bicep, /output KEY_VAULT_NAME string = useExternalData \? vault!\.name : ''/);
+  for (const m of bicep.matchAll(/\bvault\.(properties|name|id)\b/g)) assert.fail(`unguarded use of the conditional vault: ${m[0]}`);
   assert.match(bicep, /resource secretsUser '[^']+' = if \(useExternalData\) \{\n  scope: dataSecret\n/);
   // Role assignments are named guid(scope, principal, role).
   const assignments = [...bicep.matchAll(/name: guid\(([a-zA-Z]+)\.id, identity\.id, roles\.([a-zA-Z]+)\)/g)].map((m) => `${m[1]}:${m[2]}`);
@@ -196,7 +211,7 @@ test('the unpacked package loads: every function registers from its own node_mod
     console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, sharp: typeof sharp.versions.vips }));`;
   const out = execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } });
   const got = JSON.parse(out.trim().split('\n').pop()!) as { functions: string[]; ort: string; sharp: string };
-  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'planJob', 'purgeJob', 'submitJob']);
+  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'listJobs', 'planJob', 'purgeJob', 'submitJob']);
   assert.equal(got.ort, 'function');
   assert.equal(got.sharp, 'string');
 });

@@ -241,7 +241,7 @@ describe('cancel and finalize never disagree', () => {
       maxConcurrentActivities: 2,
       runActivity: async (name, _input, _attempt, run) => {
         if (name !== 'finalizeJob') return run();
-        const jobClient = { start: () => Promise.resolve(), status: (id: string) => client.engine!.status(id), terminate: (id: string, why: string) => client.engine!.terminate(id, why), purge: (id: string) => client.engine!.purge(id) };
+        const jobClient = { start: () => Promise.resolve(), status: (id: string) => client.engine!.status(id), terminate: (id: string, why: string) => client.engine!.terminate(id, why), purge: (id: string) => client.engine!.purge(id), list: () => client.engine!.list({}) };
         const opts = { storage: () => Promise.resolve(az.service) };
         if (when === 'before') {
           // DELETE arrives while finalize is running, before it decides the outcome.

@@ -68,6 +68,23 @@ export function installArgs(target: Target): string[] {
   return ['install', '--omit=dev', `--os=${target.os}`, `--cpu=${target.cpu}`, `--libc=${target.libc}`, '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'];
 }
 
+/** The oldest npm that knows `--libc` (npm 10.3, shipped with Node 20.12): older ones install this machine's binaries. */
+export const MIN_NPM = [10, 3, 0] as const;
+
+/** Why this npm cannot stage for another platform, or undefined when it can. */
+export function npmVersionProblem(version: string): string | undefined {
+  const v = /^(\d+)\.(\d+)\.(\d+)/.exec(version.trim());
+  if (!v) return `could not read npm's version from '${version.trim()}'`;
+  const got = [Number(v[1]), Number(v[2]), Number(v[3])];
+  for (let i = 0; i < 3; i++) {
+    if (got[i]! > MIN_NPM[i]!) return undefined;
+    if (got[i]! < MIN_NPM[i]!) {
+      return `npm ${version.trim()} cannot stage the linux-x64 package: npm ${MIN_NPM.join('.')} or newer is needed (it knows --libc; it comes with Node 20.12+ and Node 22). Update Node.js, or run 'npm install -g npm@10', then run 'npm run package' (or azd) again.`;
+    }
+  }
+  return undefined;
+}
+
 /** Native files the target needs, as paths in the staged app; missing ones are an error. */
 export async function verifyStaged(appDir: string, target: Target = TARGET): Promise<string[]> {
   const problems: string[] = [];
@@ -113,6 +130,9 @@ export async function stageApp(root: string, appDir: string, target: Target = TA
   // The lock pins the same versions as development; npm prunes the dev entries.
   await copyFile(join(root, 'package-lock.json'), join(appDir, 'package-lock.json'));
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  const npmVersion = (await promisify(execFile)(npm, ['--version'], { shell: process.platform === 'win32' })).stdout;
+  const tooOld = npmVersionProblem(npmVersion);
+  if (tooOld) throw new Error(tooOld);
   await promisify(execFile)(npm, installArgs(target), {
     cwd: appDir,
     maxBuffer: 64 * 1024 * 1024,
@@ -173,7 +193,7 @@ if (require.main === module) {
       console.log(`${r.appDir}: staged for ${TARGET.os}-${TARGET.cpu} (${TARGET.libc}); ${r.zip}: ${(r.bytes / 1048576).toFixed(1)} MiB zipped, ${(r.unpackedBytes / 1048576).toFixed(1)} MiB unpacked, ${r.entries} files`);
     },
     (err: unknown) => {
-      console.error(`package failed: ${(err as Error).stack ?? err}`);
+      console.error(`package failed: ${(err as Error).message ?? err}`);
       process.exit(1);
     },
   );

@@ -160,6 +160,10 @@ export async function extractZip(path: string, dir: string): Promise<number> {
   for (const e of centralDirectory(buf)) {
     const target = resolve(join(root, e.name));
     if (!target.startsWith(root + sep)) throw new Error(`zip entry escapes the target folder: ${e.name}`);
+    if (e.name.endsWith('/')) {
+      await mkdir(target, { recursive: true }); // a folder entry (other zippers write them)
+      continue;
+    }
     const at = e.offset + 30 + buf.readUInt16LE(e.offset + 26) + buf.readUInt16LE(e.offset + 28);
     const body = buf.subarray(at, at + e.compressed);
     await mkdir(dirname(target), { recursive: true });

@@ -26,7 +26,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { InvocationContext } from '@azure/functions';
-import type { InstanceStatus, JobClient, RuntimeStatus } from '../api';
+import type { InstanceFilter, InstanceStatus, JobClient, RuntimeStatus } from '../api';
 import { FunctionTimeoutError, isActivityLost } from './activityErrors';
 import type { RegisteredFunction } from './functionsHost';
 import { formatTimeSpan, functionTimeoutMs } from './hostJson';
@@ -187,6 +187,20 @@ export class DurableEngine implements JobClient {
     this.instances.set(instanceId, rec);
     await this.changed(rec);
     void this.pump(rec);
+  }
+
+  /** The instances matching a filter, inputs left out (the instance query of the Durable client). */
+  async list(filter: InstanceFilter): Promise<InstanceStatus[]> {
+    const out: InstanceStatus[] = [];
+    for (const r of this.instances.values()) {
+      const s = statusOf(r);
+      if (filter.runtimeStatus?.length && !filter.runtimeStatus.includes(s.runtimeStatus)) continue;
+      if (filter.createdTimeFrom && (s.createdTime ?? '') < filter.createdTimeFrom.toISOString()) continue;
+      if (filter.createdTimeTo && (s.createdTime ?? '') > filter.createdTimeTo.toISOString()) continue;
+      delete s.input;
+      out.push(s);
+    }
+    return out;
   }
 
   async status(instanceId: string): Promise<InstanceStatus | undefined> {

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { InstanceStatus } from '../api';
+import type { InstanceFilter, InstanceStatus, RuntimeStatus } from '../api';
 import type { DurableEngine } from './durable';
 import { decodeSegment, readBody, RequestError, send } from './http';
 
@@ -34,6 +34,7 @@ function statusPayload(s: InstanceStatus, name: string): Record<string, unknown>
 }
 
 const ACTIVE = ['Running', 'Pending'];
+const INSTANCES_PAGE = 100;
 
 export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, opts: DurableEndpointOptions = {}) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
@@ -55,6 +56,29 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
       await engine.start(name, id, input);
       await opts.beforeAcknowledge?.();
       return send(res, 202, { id, statusQueryGetUri: `${baseUrl()}${DURABLE_PREFIX}instances/${id}` });
+    }
+    if (/^instances\/?$/.test(path) && req.method === 'GET') {
+      // The instance query: filters as the extension takes them, 100 a page with x-ms-continuation-token.
+      const from = url.searchParams.get('createdTimeFrom');
+      const to = url.searchParams.get('createdTimeTo');
+      const statuses = url.searchParams.get('runtimeStatus');
+      const filter: InstanceFilter = {
+        ...(from ? { createdTimeFrom: new Date(from) } : {}),
+        ...(to ? { createdTimeTo: new Date(to) } : {}),
+        ...(statuses ? { runtimeStatus: statuses.split(',') as RuntimeStatus[] } : {}),
+      };
+      for (const [k, d] of Object.entries({ createdTimeFrom: filter.createdTimeFrom, createdTimeTo: filter.createdTimeTo })) {
+        if (d && Number.isNaN(d.getTime())) throw new RequestError(400, 'InvalidRequest', `${k} is not a date`, k);
+      }
+      const all = (await engine.list(filter)).sort((a, b) => a.instanceId.localeCompare(b.instanceId));
+      const start = Number(req.headers['x-ms-continuation-token'] ?? 0) || 0;
+      const page = all.slice(start, start + INSTANCES_PAGE).map((s) => {
+        const p = statusPayload(s, engine.record(s.instanceId)?.name ?? '');
+        p['input'] = null;
+        return p;
+      });
+      if (start + INSTANCES_PAGE < all.length) res.setHeader('x-ms-continuation-token', String(start + INSTANCES_PAGE));
+      return send(res, 200, page);
     }
     m = /^instances\/([^/]+)\/terminate$/.exec(path);
     if (m && req.method === 'POST') {
