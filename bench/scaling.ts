@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { withAzurite, type AzuriteInstance } from '../lib/local/azurite';
-import { submit, watch } from '../lib/local/client';
+import { submit, watch } from '../lib/cli/client';
 import { startLocalHost } from '../lib/local/host';
 import type { Manifest } from '../lib/finalize';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../lib/storage';

@@ -1,10 +1,10 @@
 /**
- * HTTP API: POST /api/jobs (start or resume), GET /api/jobs (list, newest first), GET /api/jobs/{id} (status), DELETE /api/jobs/{id}
- * (cancel), DELETE /api/jobs/{id}/history (purge a finished job's orchestration history).
+ * HTTP API: POST /api/jobs (start or resume), GET /api/jobs (list, newest first), GET /api/jobs/{id} (status), POST /api/jobs/{id}/retry
+ * (redrive a failed or cancelled job), DELETE /api/jobs/{id} (cancel), DELETE /api/jobs/{id}/history (purge a finished job's orchestration history).
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import * as df from 'durable-functions';
-import { cancelJob, jobStatus, listJobs, purgeJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
+import { cancelJob, jobStatus, listJobs, purgeJob, retryJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
 import { settings } from '../lib/config';
 import { dataService } from '../lib/storage';
 
@@ -104,6 +104,12 @@ export async function listJobsHandler(req: HttpRequest, context: InvocationConte
   return respond(await listJobs(durableJobClient(context), new URL(req.url).searchParams, baseUrl(req)));
 }
 
+export async function retryJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
+  const r = await retryJob(durableJobClient(context), req.params['id'] ?? '', baseUrl(req), apiOptions());
+  context.log(`POST /api/jobs/${req.params['id']}/retry -> ${r.status}`);
+  return respond(r);
+}
+
 export async function purgeJobHandler(req: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const r = await purgeJob(durableJobClient(context), req.params['id'] ?? '');
   context.log(`DELETE /api/jobs/${req.params['id']}/history -> ${r.status}`);
@@ -121,4 +127,5 @@ app.http('submitJob', { route: 'jobs', methods: ['POST'], authLevel: 'function',
 app.http('listJobs', { route: 'jobs', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: listJobsHandler });
 app.http('jobStatus', { route: 'jobs/{id}', methods: ['GET'], authLevel: 'function', extraInputs: [client], handler: jobStatusHandler });
 app.http('cancelJob', { route: 'jobs/{id}', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: cancelJobHandler });
+app.http('retryJob', { route: 'jobs/{id}/retry', methods: ['POST'], authLevel: 'function', extraInputs: [client], handler: retryJobHandler });
 app.http('purgeJob', { route: 'jobs/{id}/history', methods: ['DELETE'], authLevel: 'function', extraInputs: [client], handler: purgeJobHandler });

@@ -7,7 +7,7 @@
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { isLakeInferError, LakeInferError } from './errors';
 import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from './jobFolder';
-import { jobOf, parseJobRequest, specDifferences, specDigest, type JobSpec } from './jobs';
+import { jobOf, parseJobRequest, requestOf, specDifferences, specDigest, type JobSpec } from './jobs';
 import type { JobProgress } from './orchestration';
 import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from './orchestrator';
 import { readJson } from './storage';
@@ -53,6 +53,8 @@ export interface ApiOptions {
   now?: Date;
   /** Containers jobs may read from and write to (the provisioned ones); empty or absent: any. */
   containers?: { input: string[]; output: string[] };
+  /** A completed job (with failed images) is resumed like a failed one instead of answered as done: retry. */
+  resumeCompleted?: boolean;
   /** Why this deployment cannot run continuous jobs (no blob events reach it); absent: it can. */
   continuousUnavailable?: string;
 }
@@ -143,7 +145,7 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
     if (job.restart) return error(409, new LakeInferError('JobSpecConflict', `job '${job.jobId}' is running; cancel it before restarting it`, { target: 'restart' }));
     return { status: 202, body: { ...view(existing, baseUrl, previous ?? job), resumed: false, duplicate: true }, headers: { Location: view(existing, baseUrl).links.status } };
   }
-  if (existing?.runtimeStatus === 'Completed' && !job.restart) {
+  if (existing?.runtimeStatus === 'Completed' && !job.restart && !opts.resumeCompleted) {
     return { status: 200, body: { ...view(existing, baseUrl, previous ?? job), duplicate: true } };
   }
   const output = opts.storage ? (await opts.storage()).getContainerClient(job.output.container) : undefined;
@@ -318,4 +320,28 @@ export async function listJobs(client: JobClient, query: URLSearchParams, baseUr
   }
   const more = last !== undefined && after.indexOf(last) < after.length - 1;
   return { status: 200, body: { jobs, ...(more && last ? { continuationToken: encodeCursor(last.createdTime ?? '', last.instanceId) } : {}) } };
+}
+
+/**
+ * POST /api/jobs/{id}/retry: redrives a failed or cancelled job with its own request: its complete
+ * partitions are kept (not read again), the failed and unfinished ones run again. The answer says
+ * how many images were done and how many are retried.
+ */
+export async function retryJob(client: JobClient, jobId: string, baseUrl: string, opts: ApiOptions = {}): Promise<ApiResponse> {
+  const s = await client.status(jobId);
+  if (!s) return { status: 404, body: { error: { code: 'JobNotFound', message: `no job with id '${jobId}'`, target: 'jobId' } } };
+  if (ACTIVE.includes(s.runtimeStatus)) return { status: 409, body: { error: { code: 'JobRunning', message: `job '${jobId}' is still running; nothing to retry until it ends` } } };
+  const job = jobOf(s.input);
+  if (!job) return { status: 409, body: { error: { code: 'JobNotRetryable', message: `job '${jobId}' has no request on record (its history was purged?); submit its job.json again` } } };
+  const before = (s.output as Partial<JobOutput> | undefined)?.counts ?? (s.customStatus as JobProgress | undefined)?.images;
+  const done = before ? before.succeeded + before.skipped : 0;
+  const failed = before?.failed ?? 0;
+  const ended = view(s, baseUrl, job).status;
+  if (ended === 'succeeded') {
+    const why = failed > 0 ? `its ${failed} failed image(s) failed for reasons of their own (listed in ${job.jobPrefix}_failures.jsonl): fix or remove them, then submit the job again with "restart": true` : 'it has no failed images';
+    return { status: 409, body: { error: { code: 'NothingToRetry', message: `job '${jobId}' succeeded; nothing to retry: ${why}` } } };
+  }
+  const r = await submitJob(client, requestOf(job), baseUrl, { ...opts, resumeCompleted: true });
+  if (r.status !== 202) return r;
+  return { ...r, body: { ...(r.body as object), retried: { previousStatus: ended, imagesDone: done, imagesFailed: failed } } };
 }

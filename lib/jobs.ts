@@ -245,3 +245,20 @@ export function jobOf(input: unknown): JobSpec | undefined {
   const i = input as Partial<{ job: JobSpec; state: { job: JobSpec } }>;
   return i.job ?? i.state?.job;
 }
+
+/** The request that makes this spec (for resubmitting a job as it was: retry). */
+export function requestOf(j: JobSpec): JobRequest {
+  return {
+    jobId: j.jobId,
+    input: j.input,
+    output: j.output,
+    model: j.model,
+    partitionSize: j.partitionSize,
+    maxParallelPartitions: j.maxParallelPartitions,
+    toleratedFailurePercent: j.toleratedFailurePercent,
+    skipExisting: j.skipExisting,
+    params: j.params,
+    mode: j.mode,
+    pollSeconds: j.pollSeconds,
+  };
+}

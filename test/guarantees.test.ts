@@ -18,7 +18,7 @@ import type { Manifest } from '../lib/finalize';
 import { parseJobRequest } from '../lib/jobs';
 import { DurableEngine, type ActivityRunner } from '../lib/local/durable';
 import { startLocalHost, type LocalHost } from '../lib/local/host';
-import { downloadOutputs } from '../lib/local/outputs';
+import { downloadOutputs } from '../lib/cli/outputs';
 import { ModelCache, analyzeImage } from '../lib/model';
 import { DEFAULT_LIMITS } from '../lib/model/preprocess';
 import type { ImageResult } from '../lib/pipeline';

@@ -6,7 +6,7 @@ import { bundledTextDetectorPath, CATALOG } from '../lib/model/catalog';
 import { DEFAULT_LIMITS } from '../lib/model/preprocess';
 import { parseModelSpec } from '../lib/model/spec';
 import { decodeRle } from '../lib/model/rle';
-import { measureTextBoxes, renderTextScene, type TextScene } from '../lib/local/textImages';
+import { measureTextBoxes, renderTextScene, type TextScene } from '../lib/cli/textImages';
 import { boxIou } from './helpers/images';
 import { colourOf, renderOverlay } from '../lib/model/overlay';
 import { writeFile } from 'node:fs/promises';

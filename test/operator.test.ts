@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { main as cli } from '../lib/local/cli';
+import { main as cli } from '../lib/cli/cli';
 import { startAzurite } from '../lib/local/azurite';
 import { operatorStorage, OperatorStorageError } from '../lib/operator/storage';
 import { blobNameFor, progressBar } from '../lib/operator/upload';

@@ -7,7 +7,7 @@ import { bundledTextDetectorPath, CATALOG } from '../lib/model/catalog';
 import { inferPartition, type FailureRecord, type ImageResult, type PartitionDeps, type PartitionSummary, type PartitionTask } from '../lib/pipeline';
 import { partSummaryName, pieceFragmentName } from '../lib/parts';
 import { jobPrefix, listAllBlobs, outputBlobName, readBlob, readJson, writeBlob, writeJson, writePlan } from '../lib/storage';
-import { renderTextScene } from '../lib/local/textImages';
+import { renderTextScene } from '../lib/cli/textImages';
 import { Canvas } from './helpers/images';
 import { uniqueContainer, useAzurite } from './helpers/azurite';
 

@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { parseJobRequest } from '../lib/jobs';
 import { connectionStringFor, DEV_KEY } from '../lib/local/azurite';
 import { startLocalHost, type LocalHost } from '../lib/local/host';
-import { status as jobStatus, submit } from '../lib/local/client';
+import { status as jobStatus, submit } from '../lib/cli/client';
 import type { Manifest } from '../lib/finalize';
 import type { ImageResult } from '../lib/pipeline';
 import { listAllBlobs, readBlob, readJson, writeBlob, writeJson } from '../lib/storage';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import { estimateCost, LATENCY_BOUNDS_MS, type Manifest } from '../lib/finalize';
-import { runDemo } from '../lib/local/demo';
+import { runDemo } from '../lib/cli/demo';
 import { MAX_THUMBNAILS, renderReport, throughput, type ReportSample } from '../lib/report';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';

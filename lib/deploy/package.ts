@@ -37,7 +37,7 @@ export function sharpPlatform(t: Target): string {
 /** Paths (relative to the staged app, '/'-separated) that never ship. */
 export function excluded(p: string, target: Target = TARGET): boolean {
   if (/^dist\/(test|bench|scripts)\//.test(p)) return true;
-  if (/^dist\/lib\/(local|deploy|operator)\//.test(p)) return true;
+  if (/^dist\/lib\/(local|cli|deploy|operator)\//.test(p)) return true;
   if (/\.(map|ts|md|markdown)$/i.test(p) && !p.endsWith('.d.ts')) return !/^node_modules\/.*\/LICENSE/i.test(p);
   if (/\.d\.ts$/.test(p)) return true;
   if (/^node_modules\/.*\/(test|tests|__tests__|docs?|example|examples|\.github)\//.test(p)) return true;

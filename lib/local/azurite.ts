@@ -4,14 +4,14 @@
  * the tests and by the local host.
  *
  * The child (azuriteProcess.ts) dies with its parent, saving its metadata on the way out, and
- * answers flush requests; a restart on the same folder first waits for a predecessor still saving.
+ * answers flush requests. A data folder is served by one emulator at a time (azuriteLock.ts): a
+ * second host on a folder in use is refused, and a restart waits for a predecessor still saving.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LOCK_FILE } from './azuriteLock';
+import { acquireLock, readLock, releaseLock, writeLock } from './azuriteLock';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 export const DEV_ACCOUNT = 'devstoreaccount1';
@@ -60,51 +60,22 @@ export function connectionStringFor(blobPort: number, queuePort: number, tablePo
   ].join(';');
 }
 
-/** Whether a process is alive (signal 0 probes without signalling). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * A previous Azurite on this folder (its host was killed) may still be saving: wait for it to exit,
- * then end it if it does not. A lock naming a dead process, or one that is not Azurite's launcher
- * (a reused pid), is stale.
- */
-async function waitForPredecessor(location: string, log: (m: string) => void, waitMs = 30_000): Promise<void> {
-  let pid: number;
-  try {
-    pid = (JSON.parse(readFileSync(join(location, LOCK_FILE), 'utf8')) as { pid: number }).pid;
-  } catch {
-    return;
-  }
-  const ours = (): boolean => {
-    if (!alive(pid)) return false;
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('azuriteProcess');
-    } catch {
-      return true; // no /proc (macOS, Windows): trust the lock
-    }
-  };
-  if (!ours()) return;
-  log(`waiting for the storage emulator of a previous host (pid ${pid}) to save and exit`);
-  const until = Date.now() + waitMs;
-  while (Date.now() < until && ours()) await new Promise((r) => setTimeout(r, 100));
-  if (!ours()) return;
-  log(`the previous storage emulator (pid ${pid}) did not exit in ${waitMs / 1000} s; stopping it`);
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && ours(); i++) await new Promise((r) => setTimeout(r, 100));
-  if (ours()) process.kill(pid, 'SIGKILL');
-}
-
 export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteInstance> {
   const ownLocation = opts.location === undefined;
   const location = opts.location ?? (await mkdtemp(join(tmpdir(), 'lakeinfer-azurite-')));
-  if (!ownLocation) await waitForPredecessor(location, (m) => console.error(`lakeinfer: ${m}`));
+  if (!ownLocation) {
+    await mkdir(location, { recursive: true });
+    await acquireLock(location, (m) => console.error(`lakeinfer: ${m}`));
+  }
+  try {
+    return await launch(opts, location, ownLocation);
+  } catch (err) {
+    if (!ownLocation) releaseLock(location);
+    throw err;
+  }
+}
+
+async function launch(opts: AzuriteOptions, location: string, ownLocation: boolean): Promise<AzuriteInstance> {
   const args = [
     '--blobHost', '127.0.0.1', '--blobPort', String(opts.blobPort ?? 0),
     '--queueHost', '127.0.0.1', '--queuePort', String(opts.queuePort ?? 0),
@@ -166,6 +137,10 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
   const blobPort = ports['Blob']!;
   const queuePort = ports['Queue']!;
   const tablePort = ports['Table']!;
+  if (!ownLocation) {
+    const held = readLock(location);
+    writeLock(location, { ...held, hostPid: process.pid, emulatorPid: child.pid!, ports: { blob: blobPort, queue: queuePort, table: tablePort }, startedAt: held?.startedAt ?? new Date().toISOString() });
+  }
   return {
     blobPort,
     queuePort,
@@ -193,6 +168,7 @@ export async function startAzurite(opts: AzuriteOptions = {}): Promise<AzuriteIn
         clearTimeout(timer);
       }
       if (ownLocation && !stopOpts.keepData) await rm(location, { recursive: true, force: true });
+      else if (!ownLocation) releaseLock(location);
     },
   };
 }

@@ -6,16 +6,16 @@
  *   it acknowledged, then exits: no orphan keeps the data folder.
  * - A { type: 'flush', id } message saves every metadata database now and answers
  *   { type: 'flushed', id }: the host flushes before it acknowledges a job.
- * - A lock file in the data folder names this process while it runs, so that a restarted host can
- *   wait for a shutting-down predecessor instead of opening the folder twice.
+ * - The data folder's lock (azuriteLock.ts) names this process while it runs: one emulator per
+ *   folder, and a restarted host waits for a shutting-down predecessor.
  * - Put Block From URL, which Azurite lacks, is added (azuriteBlockFromUrl.ts).
  * - Look-ups use the blob-name index (see below): requests stay fast in folders of 100,000 blobs.
  * Arguments are Azurite's own.
  */
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { installPutBlockFromUrl } from './azuriteBlockFromUrl';
-import { LOCK_FILE } from './azuriteLock';
+import { LOCK_FILE, readLock } from './azuriteLock';
 
 interface LokiDb {
   saveDatabase(callback: (err?: unknown) => void): void;
@@ -90,11 +90,11 @@ Resultset.prototype.find = function (query: unknown, firstOnly?: boolean) {
   return find.call(this, query, firstOnly);
 };
 
+// The host took the data folder's lock before starting this process and names it there once it
+// is up; this process removes the lock on its way out only while the lock still names it.
 const location = process.argv[process.argv.indexOf('--location') + 1];
-const lock = location ? join(location, LOCK_FILE) : undefined;
-if (lock) writeFileSync(lock, JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }));
 process.on('exit', () => {
-  if (lock) rmSync(lock, { force: true });
+  if (location && readLock(location)?.emulatorPid === process.pid) rmSync(join(location, LOCK_FILE), { force: true });
 });
 
 function flush(): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import { BlobServiceClient } from '@azure/storage-blob';
-import { main } from '../../lib/local/cli';
+import { main } from '../../lib/cli/cli';
 
 let requested = 0;
 const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');

@@ -14,7 +14,12 @@ async function call(opts: ApiOptions, method: string, path: string, body?: unkno
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (opts.key) headers['x-functions-key'] = opts.key;
-  const res = await fetch(`${opts.url.replace(/\/$/, '')}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  let res: Response;
+  try {
+    res = await fetch(`${opts.url.replace(/\/$/, '')}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  } catch (err) {
+    throw new ApiUnreachableError(opts.url, err);
+  }
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -23,6 +28,21 @@ async function call(opts: ApiOptions, method: string, path: string, body?: unkno
     // keep text
   }
   return { status: res.status, body: parsed };
+}
+
+/** Nothing answered at the API's URL: say where we looked and what to start. */
+export class ApiUnreachableError extends Error {
+  constructor(url: string, cause: unknown) {
+    const code = (cause as { cause?: { code?: string } }).cause?.code ?? (cause as { code?: string }).code;
+    const local = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(url);
+    super(
+      `no job API answers at ${url}${code ? ` (${code})` : ''}: ` +
+        (local
+          ? "is `lakeinfer host` running? Start it in another terminal with 'npm run lakeinfer -- host --data .lakeinfer/azurite', or pass --url (LAKEINFER_URL) if it listens elsewhere"
+          : 'check --url (LAKEINFER_URL): a deployed app is https://<app>.azurewebsites.net (azd env get-values prints LAKEINFER_URL)'),
+    );
+    this.name = 'ApiUnreachableError';
+  }
 }
 
 export class ApiError extends Error {
@@ -51,6 +71,32 @@ export async function cancel(opts: ApiOptions, jobId: string): Promise<JobView> 
   const r = await call(opts, 'DELETE', `/api/jobs/${encodeURIComponent(jobId)}`);
   if (r.status !== 202) throw new ApiError(r.status, r.body);
   return r.body as JobView;
+}
+
+export interface JobListPage {
+  jobs: import('../api').JobListItem[];
+  continuationToken?: string;
+}
+
+/** GET /api/jobs: one page, newest first. */
+export async function list(opts: ApiOptions, query: { status?: string; createdFrom?: string; top?: number; continuationToken?: string } = {}): Promise<JobListPage> {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+  const r = await call(opts, 'GET', `/api/jobs${q.size ? `?${q}` : ''}`);
+  if (r.status !== 200) throw new ApiError(r.status, r.body);
+  return r.body as JobListPage;
+}
+
+export interface RetryView extends JobView {
+  resumed?: boolean;
+  retried?: { previousStatus: string; imagesDone: number; imagesFailed: number };
+}
+
+/** POST /api/jobs/{id}/retry: the failed job resumed with its own request. */
+export async function retry(opts: ApiOptions, jobId: string): Promise<RetryView> {
+  const r = await call(opts, 'POST', `/api/jobs/${encodeURIComponent(jobId)}/retry`);
+  if (r.status !== 202) throw new ApiError(r.status, r.body);
+  return r.body as RetryView;
 }
 
 export async function purge(opts: ApiOptions, jobId: string): Promise<{ jobId: string; purged: boolean; note: string }> {

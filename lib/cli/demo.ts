@@ -12,7 +12,7 @@ import { bundledTextDetectorPath, CATALOG } from '../model/catalog';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../storage';
 import { downloadOutputs } from './outputs';
 import { progressLine, submit, watch } from './client';
-import { startLocalHost } from './host';
+import { startLocalHost } from '../local/host';
 import { renderTextScene, type TextScene } from './textImages';
 
 const WORDS = ['invoice', 'total', 'serverless', 'data lake', 'durable', 'fan-out', 'ONNX', 'sharp', 'Azure', 'partition', 'inference', 'manifest', 'report', 'retry', 'Azurite', 'YOLACT'];

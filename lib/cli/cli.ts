@@ -29,7 +29,7 @@ import { progressBar, uploadDirectory } from '../operator/upload';
 import { maskConnectionString, readBlob } from '../storage';
 import { downloadOutputs } from './outputs';
 import { cancel, progressLine, purge, status, submit, watch, type ApiOptions } from './client';
-import { startLocalHost } from './host';
+import { startLocalHost } from '../local/host';
 
 interface Args {
   cmd: string;
