@@ -130,6 +130,13 @@ export function createActivities(deps: ActivityDeps) {
           model: pin,
           exclude: { container: job.output.container, prefix: job.jobPrefix },
         })]);
+        if (index.total === 0 && job.mode !== 'continuous') {
+          // A typo'd prefix must not "succeed" with 0 images. The empty plan is dropped, so the same
+          // job submitted again (once the images are there) lists the input afresh.
+          await output.getBlobClient(planIndexName(job.jobPrefix)).deleteIfExists();
+          const exts = job.input.extensions.join(', ');
+          throw new LakeInferError('NoInputImages', `no images to infer: container '${job.input.container}' has no blobs under prefix '${job.input.prefix}' with the extensions ${exts}${job.input.prefix ? ' (blob names are case-sensitive; a folder prefix ends with /)' : ''}; check input.prefix and input.extensions`, { target: 'input.prefix' });
+        }
         if (job.mode === 'continuous') {
           // The Event Grid function finds the jobs to feed by these registrations.
           const reg: Registration = { jobId: job.jobId, jobPrefix: job.jobPrefix, input: job.input, output: { container: job.output.container } };

@@ -243,20 +243,38 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
  * seen index, as duplicate events are). The scan position is kept in the job's folder.
  */
 export async function scanForArrivals(input: ContainerClient, output: ContainerClient, job: Pick<Registration, 'input' | 'output' | 'jobPrefix'>, now: Date = new Date()): Promise<number> {
-  const state = await readJson<{ since: string }>(output, `${job.jobPrefix}${SCAN}`);
+  // Last-modified has a resolution of one second: the blobs of the newest second seen are
+  // remembered by version, so a look records each version once and an idle look writes nothing.
+  const state = await readJson<ScanState>(output, `${job.jobPrefix}${SCAN}`);
   const since = state ? Date.parse(state.since) : 0;
+  const atSince = new Set(state?.atSince ?? []);
   let newest = since;
+  let atNewest = new Set(atSince);
   const found: Arrival[] = [];
   for await (const b of input.listBlobsFlat({ prefix: job.input.prefix })) {
     const t = b.properties.lastModified?.getTime() ?? 0;
     if (t < since || !watches(job, input.containerName, b.name)) continue;
+    const etag = normalizeEtag(b.properties.etag);
+    const version = `${etag} ${b.name}`;
+    if (t === since && atSince.has(version)) continue;
     const md5 = md5Of(b.properties.contentMD5);
-    found.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
-    newest = Math.max(newest, t);
+    found.push({ name: b.name, etag, size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
+    if (t > newest) {
+      newest = t;
+      atNewest = new Set();
+    }
+    if (t === newest) atNewest.add(version);
   }
+  if (found.length === 0 && state) return 0;
   const n = await recordArrivals(output, job, found, now);
-  if (newest !== since || !state) await writeJson(output, `${job.jobPrefix}${SCAN}`, { since: new Date(newest).toISOString() });
+  await writeJson(output, `${job.jobPrefix}${SCAN}`, { since: new Date(newest).toISOString(), atSince: [...atNewest] } satisfies ScanState);
   return n;
+}
+
+/** Where the local scanner stands: the newest last-modified seen and the versions seen at it. */
+interface ScanState {
+  since: string;
+  atSince?: string[];
 }
 
 /** Registration of a continuous job for the Event Grid function (written at plan, removed at stop). */

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'InvalidName'
   | 'InvalidRequest'
   | 'PlanInvalid'
+  | 'NoInputImages'
   | 'ModelNotFound'
   | 'ModelInvalid'
   | 'ModelChanged'

@@ -28,7 +28,7 @@ import {
   type StageTimings,
 } from './parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
-import { PARQUET_DATASET } from './parquet';
+import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from './parquet';
 import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from './storage';
 
 export interface PartitionFailure {
@@ -164,6 +164,13 @@ async function settleParquetDataset(output: ContainerClient, p: string, infos: r
       rows += piece.parquet.rows;
       bytes += piece.parquet.bytes;
     }
+  }
+  if (parts.length === 0) {
+    // No rows (no images yet, or none listed): a schema-only part, so readers get 0 rows, not "no files".
+    const empty = await emptyParquetFile({ 'lakeinfer.rows': '0' });
+    await writeBlob(output, `${p}${EMPTY_PART}`, empty);
+    parts.push(EMPTY_PART.slice(PARQUET_DATASET.length));
+    bytes += empty.length;
   }
   const listed = new Set(parts);
   const stale: string[] = [];

@@ -34,6 +34,8 @@ export const PLAN_ACTIVITY = 'planJob';
 export const INFER_ACTIVITY = 'inferPartition';
 export const FINALIZE_ACTIVITY = 'finalizeJob';
 export const COLLECT_ACTIVITY = 'collectArrivals';
+/** A continuous job's looks that find nothing, per generation, before continueAsNew (bounds its history). */
+export const IDLE_LOOKS_PER_GENERATION = 100;
 
 export interface FanOutOptions {
   /** Partitions in flight at once. */
@@ -298,14 +300,22 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
       s = { ...s, reported: plan.partitions };
     }
     context.df.setCustomStatus(progressOf('watching', plan.partitions, plan.total, totals, s.generation));
-    yield context.df.createTimer(new Date(now() + s.job.pollSeconds * 1000));
-    const collect: CollectInput = { job: { jobId: s.job.jobId, jobPrefix: s.job.jobPrefix, input: s.job.input, output: s.job.output, partitionSize: s.job.partitionSize, executionId: s.job.executionId }, partitions: plan.partitions, total: plan.total, cursor: s.cursor ?? plan.cursor ?? '' };
-    const got = (yield context.df.callActivityWithRetry(COLLECT_ACTIVITY, retry, collect)) as Outcome<CollectResult>;
-    if (!got.ok) throw new Error(`${got.error.code}: ${got.error.message}`);
-    if (!got.value.stopped) {
-      // Each look is a generation: the history of a job that runs for months stays small.
-      context.df.continueAsNew({ state: { ...s, plan: { ...plan, partitions: got.value.partitions, total: got.value.total }, cursor: got.value.cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
-      return undefined;
+    // Looks that find nothing stay in this generation (nothing written, no new generation), up to
+    // IDLE_LOOKS_PER_GENERATION, which bounds the history of a job idle for months.
+    let cursor = s.cursor ?? plan.cursor ?? '';
+    for (let idle = 0; ; idle++) {
+      yield context.df.createTimer(new Date(now() + s.job.pollSeconds * 1000));
+      const collect: CollectInput = { job: { jobId: s.job.jobId, jobPrefix: s.job.jobPrefix, input: s.job.input, output: s.job.output, partitionSize: s.job.partitionSize, executionId: s.job.executionId }, partitions: plan.partitions, total: plan.total, cursor };
+      const got = (yield context.df.callActivityWithRetry(COLLECT_ACTIVITY, retry, collect)) as Outcome<CollectResult>;
+      if (!got.ok) throw new Error(`${got.error.code}: ${got.error.message}`);
+      if (got.value.stopped) break;
+      const arrived = got.value.partitions !== plan.partitions;
+      cursor = got.value.cursor;
+      if (arrived || idle + 1 >= IDLE_LOOKS_PER_GENERATION) {
+        // New partitions (or a long idle stretch): the next generation runs them.
+        context.df.continueAsNew({ state: { ...s, plan: { ...plan, partitions: got.value.partitions, total: got.value.total }, cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
+        return undefined;
+      }
     }
     // Stopped (DELETE): the final manifest and report, with the outcome the stop decided.
   }

@@ -128,6 +128,32 @@ export async function parquetFile(rows: Row[], metadata: Record<string, string> 
   return Buffer.from(buf);
 }
 
+/**
+ * A Parquet file with RESULT_COLUMNS and no rows (no row groups): the part a dataset with no rows
+ * holds, so readers see the schema and 0 rows instead of "no files found". hyparquet-writer
+ * encodes the empty row_groups list with no element type (0) or BYTE, which arrow-rs (DuckDB's and
+ * pyarrow's readers are as strict) refuses ("Expected list element type of Struct"); the thrift
+ * compact header is corrected to an empty list of structs (same length, so offsets hold).
+ */
+export async function emptyParquetFile(metadata: Record<string, string> = {}): Promise<Buffer> {
+  writer ??= import('hyparquet-writer') as Promise<Writer>;
+  const { parquetWriteBuffer } = await writer;
+  const columnData = RESULT_COLUMNS.map((c) => ({ name: c.name, type: c.type, nullable: true, data: [] as null[] }));
+  const buf = Buffer.from(parquetWriteBuffer({ columnData, codec: 'SNAPPY', statistics: true, kvMetadata: Object.entries(metadata).map(([key, value]) => ({ key, value })) }));
+  // FileMetaData: ... field 3 num_rows = 0 (header 0x16, zigzag 0x00), field 4 row_groups: list header.
+  const footerLen = buf.readUInt32LE(buf.length - 8);
+  const footerStart = buf.length - 8 - footerLen;
+  const footer = buf.subarray(footerStart, buf.length - 8);
+  let at = footer.indexOf(Buffer.from([0x16, 0x00, 0x19, 0x00]));
+  if (at < 0) at = footer.indexOf(Buffer.from([0x16, 0x00, 0x19, 0x03]));
+  if (at < 0) throw new Error('unexpected footer from hyparquet-writer: cannot mark its empty row_groups list as a list of structs');
+  buf[footerStart + at + 3] = 0x0c;
+  return buf;
+}
+
+/** The part of a dataset that has no rows yet (removed by finalize once real parts exist). */
+export const EMPTY_PART = 'results.parquet/part-empty.parquet';
+
 /** Where a piece's part goes, relative to the job folder: `results.parquet/part-00042-000000.parquet`. */
 export function parquetPartName(n: number, from: number): string {
   return `results.parquet/part-${String(n).padStart(5, '0')}-${String(from).padStart(6, '0')}.parquet`;

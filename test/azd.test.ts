@@ -8,11 +8,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { extractZip, listZip } from '../lib/deploy/zip';
+import { freshCopy } from './helpers/freshCopy';
 
 const root = join(__dirname, '..', '..');
 const pinned = /^AZD_VERSION=(\S+)$/m.exec(readFileSync(join(root, '.ci', 'install-azd'), 'utf8'))?.[1];
@@ -31,25 +31,13 @@ const azd = findAzd();
 const missing = azd ? undefined : `azd is not installed (run .ci/install-azd: azd ${pinned} from the Go module proxy)`;
 if (missing && process.env['CI'] === 'true') test('azd is installed in CI', () => assert.fail(missing));
 
-/** The repo as a fresh clone has it: tracked files and untracked ones git does not ignore. */
-function freshCopy(): string {
-  const dir = join(mkdtempSync(join(tmpdir(), 'lakeinfer-azd-')), 'repo');
-  const files = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '-z'], { cwd: root, encoding: 'utf8' }).split('\0').filter(Boolean);
-  for (const f of files) {
-    if (!existsSync(join(root, f))) continue; // deleted in the work tree
-    mkdirSync(dirname(join(dir, f)), { recursive: true });
-    cpSync(join(root, f), join(dir, f));
-  }
-  return dir;
-}
-
 async function azdPackage(repo: string, out: string, env: NodeJS.ProcessEnv): Promise<string> {
   const r = await promisify(execFile)(azd!, ['package', 'api', '--output-path', out, '--no-prompt'], { cwd: repo, env, maxBuffer: 64 * 1024 * 1024, timeout: 15 * 60_000 });
   return r.stdout + r.stderr;
 }
 
 test('azd package (the real azd) on a fresh copy: the staged linux-x64 app, loadable, rebuilt after a change', { skip: missing, timeout: 30 * 60_000 }, async () => {
-  const repo = freshCopy();
+  const repo = freshCopy('azd');
   const home = dirname(repo);
   const env: NodeJS.ProcessEnv = { ...process.env, AZURE_DEV_COLLECT_TELEMETRY: 'no', AZD_CONFIG_DIR: join(home, 'azd-config'), AZURE_ENV_NAME: 'lakeinfer-ci', NO_COLOR: '1' };
   const version = execFileSync(azd!, ['version'], { env, encoding: 'utf8' });

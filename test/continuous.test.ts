@@ -95,7 +95,7 @@ describe('continuous: arrivals to batches', () => {
     assert.equal(await scanForArrivals(input, out, jj), 1);
     await new Promise((r) => setTimeout(r, 1100)); // a later last-modified second
     await writeBlob(input, 'cam/d.png', Buffer.from('d'));
-    assert.equal(await scanForArrivals(input, out, jj), 2, 'd.png, and a.jpg again: it has the newest time of the last scan (ties are recorded; collect drops the duplicate)');
+    assert.equal(await scanForArrivals(input, out, jj), 1, 'd.png only: a.jpg, at the newest time of the last scan, is remembered by version and not recorded again');
     const records = await listAllBlobs(out, { prefix: 'runs/cj/_arrivals/' });
     assert.equal(records.length, 2);
     const r = await collectArrivals(out, { job: { ...jj, jobId: 'cj' }, partitions: 1, total: 1, cursor: '' });
@@ -196,4 +196,27 @@ describe('a continuous job through the local host', () => {
     assert.equal(new Set(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['image_etag'])).size, 2);
     assert.deepEqual(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['label']).sort(), ['blue', 'red']);
   });
+});
+
+test('local scanner: each blob version is recorded once; a few hundred idle looks write nothing', { timeout: 120_000 }, async () => {
+  const input = az.service.getContainerClient(uniqueContainer('scan-in'));
+  const output = az.service.getContainerClient(uniqueContainer('scan-out'));
+  await input.create();
+  await output.create();
+  const job = { input: { container: input.containerName, prefix: 'cam/', extensions: ['.jpg'] }, output: { container: output.containerName }, jobPrefix: 'runs/scan/' };
+  for (const n of ['a', 'b', 'c']) await input.getBlockBlobClient(`cam/${n}.jpg`).upload(n, 1);
+  assert.equal(await scanForArrivals(input, output, job), 3);
+  const written = async (): Promise<string[]> => {
+    const names: string[] = [];
+    for await (const b of output.listBlobsFlat({ prefix: 'runs/scan/' })) names.push(`${b.name}@${b.properties.etag}`);
+    return names.sort();
+  };
+  const before = await written();
+  for (let i = 0; i < 300; i++) assert.equal(await scanForArrivals(input, output, job), 0, `look ${i}`);
+  assert.deepEqual(await written(), before, 'idle looks wrote nothing');
+  // A new blob in the same second as the last ones, and a changed one: each recorded once.
+  await input.getBlockBlobClient('cam/d.jpg').upload('d', 1);
+  await input.getBlockBlobClient('cam/a.jpg').upload('a2', 2);
+  assert.equal(await scanForArrivals(input, output, job), 2);
+  assert.equal(await scanForArrivals(input, output, job), 0);
 });

@@ -37,7 +37,7 @@ interface Host {
 }
 
 function startHost(dataDir: string): Promise<Host> {
-  const proc = spawn(process.execPath, [join(__dirname, '..', 'lib', 'local', 'cli.js'), 'host', '--data', dataDir, '--port', '0', '--processes', '2'], {
+  const proc = spawn(process.execPath, [join(__dirname, '..', 'lib', 'cli', 'cli.js'), 'host', '--data', dataDir, '--port', '0', '--processes', '2'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, MODELS_CONTAINER: 'models' },
   });

@@ -105,7 +105,7 @@ describe('the real HTTP handlers and the CLI through the local host', () => {
       lines.push(s);
     };
     assert.equal(await cli(['submit', req, '--wait', '--url', host.url], {}, say), 0, lines.join('\n'));
-    assert.match(lines.join('\n'), /job cli-job: Completed/);
+    assert.match(lines.join('\n'), /job cli-job: succeeded \(Completed\)/);
     lines.length = 0;
     assert.equal(await cli(['status', 'cli-job', '--url', host.url], {}, say), 0);
     assert.match(lines.join('\n'), /100%\s+done\s+images 9\/9 \(failed 3/);
@@ -141,7 +141,7 @@ describe('a host killed mid-job and restarted', () => {
   });
 
   function startHostProcess(cs: string): Promise<{ proc: ChildProcess; url: string }> {
-    const proc = spawn(process.execPath, [join(__dirname, '..', 'lib', 'local', 'cli.js'), 'host', '--port', '0', '--storage', cs, '--processes', '2'], {
+    const proc = spawn(process.execPath, [join(__dirname, '..', 'lib', 'cli', 'cli.js'), 'host', '--port', '0', '--storage', cs, '--processes', '2'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, MODELS_CONTAINER: 'models' },
     });

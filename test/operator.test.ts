@@ -85,7 +85,9 @@ test('the data account: Entra ID by URL over https only, or a connection string;
   assert.throws(() => operatorStorage({ accountUrl: 'https://a.blob.core.windows.net', connectionString: az.azurite.connectionString }), /not both/);
   assert.equal(operatorStorage({ accountUrl: 'https://acct.blob.core.windows.net/' }).accountName, 'acct');
   await assert.rejects(cli(['upload', folder(), '--container', 'x'], {}, () => undefined), /no data account/);
-  await assert.rejects(cli(['upload', folder()], { DATA_STORAGE: az.azurite.connectionString }, () => undefined), /missing --container/);
+  const said: string[] = [];
+  assert.equal(await cli(['upload', folder()], { DATA_STORAGE: az.azurite.connectionString }, (l) => said.push(l)), 2);
+  assert.match(said.join('\n'), /^lakeinfer upload: missing --container \(e\.g\. --container images\)/);
 });
 
 test('Entra ID path: upload and models add against an account that takes bearer tokens only (Azurite over TLS, stand-in credential)', async () => {

@@ -16,6 +16,7 @@ import { ORCHESTRATOR, parseOrchestratorInput } from '../orchestrator';
 import { resetDataService } from '../storage';
 import { ActivityPool } from './activityPool';
 import { startAzurite, type AzuriteInstance } from './azurite';
+import { readLock, writeLock } from './azuriteLock';
 import { DurableEngine, type EngineOptions, type InstanceRecord } from './durable';
 import { DURABLE_PREFIX, durableEndpoints } from './durableEndpoints';
 import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from './functionsHost';
@@ -33,6 +34,8 @@ export interface LocalHostOptions {
   storageConnectionString?: string;
   /** Azurite data folder (kept between runs); a temp folder when omitted. */
   azuriteLocation?: string;
+  /** The embedded Azurite's ports (0 or absent: free ones). */
+  azuritePorts?: { blobPort?: number; queuePort?: number; tablePort?: number };
   /** Activity worker processes (like instances). */
   activityProcesses?: number;
   /** Extra settings for the functions (MODELS_CONTAINER, INFER_WORKERS, ...). */
@@ -93,7 +96,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
           );
         },
       });
-    azurite = await start();
+    azurite = await start(opts.azuritePorts ?? {});
     cs = azurite.connectionString;
   }
   const size = opts.activityProcesses ?? 2;
@@ -193,6 +196,11 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // The folder's lock names this host's API too, so a second host on the folder can say where it is.
+  if (azurite && opts.azuriteLocation) {
+    const held = readLock(opts.azuriteLocation);
+    if (held?.hostPid === process.pid) writeLock(opts.azuriteLocation, { ...held, api: baseUrl });
+  }
 
   // Continuous jobs: the input prefixes are scanned for blobs that landed (Event Grid's part on Azure).
   const scanner = startArrivalScanner(() => engine.records(), () => BlobServiceClient.fromConnectionString(azurite?.connectionString ?? cs), log);
