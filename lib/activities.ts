@@ -15,6 +15,7 @@ import { instanceCores } from './cores';
 import { collectArrivals, registrationName, type CollectInput, type CollectResult, type ContinuousIndex, type Registration } from './continuous';
 import { inferPartition, type PartitionSummary } from './pipeline';
 import { DEFAULT_ROLE_PROPAGATION, whileRolesPropagate, type RolePropagation } from './storage/roles';
+import type { Segment } from './layout';
 import { dataService, ensureContainer, readJson, planIndexName, writeJson, writePlan, type PlanIndex } from './storage';
 
 export interface ActivityDeps {
@@ -51,6 +52,8 @@ export interface PlanResult {
   model: PinnedModel;
   /** A resumed continuous job: the last arrival record it took. */
   cursor?: string;
+  /** A continuous job's partial runs of partitions, one per batch that did not end on a full partition. */
+  layout?: Segment[];
 }
 
 export interface PartitionInput {
@@ -143,7 +146,8 @@ export function createActivities(deps: ActivityDeps) {
           await writeJson(output, registrationName(job.jobId), reg);
         }
         const cursor = (index as ContinuousIndex).continuous?.cursor;
-        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model, ...(cursor ? { cursor } : {}) };
+        const layout = (index as ContinuousIndex).continuous?.layout;
+        return { partitions: index.partitions, total: index.total, bytes: index.bytes, model: index.model, ...(cursor ? { cursor } : {}), ...(layout && layout.length > 1 ? { layout } : {}) };
       }, deps.roles, 'planJob'),
 
     /** A continuous job's look for new blobs: a batch of new partitions, or the stop (see lib/continuous.ts). */

@@ -22,6 +22,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { restStatus } from './errors';
 import { readOutcome } from './jobFolder';
 import type { JobSpec } from './jobs';
+import { addSegment, type Segment } from './layout';
 import { mapLimit, md5Of, normalizeEtag, planBlobName, planIndexName, readJson, updateJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from './storage';
 
 export const ARRIVALS = '_arrivals/';
@@ -60,7 +61,7 @@ export interface Registration {
 }
 
 /** Where the job's continuous cursor lives: in the plan index, next to the partition count. */
-export type ContinuousIndex = PlanIndex & { continuous?: { cursor: string; seeded: boolean } };
+export type ContinuousIndex = PlanIndex & { continuous?: { cursor: string; seeded: boolean; layout?: Segment[] } };
 
 function pad(n: number, w: number): string {
   return String(n).padStart(w, '0');
@@ -215,7 +216,7 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
     const fresh = [...latest.values()].filter((b) => !alreadySeen(b, seen.get(b.name))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const cursor = names[names.length - 1]!;
     if (fresh.length === 0) {
-      index.continuous = { cursor, seeded: true };
+      index.continuous = { ...index.continuous, cursor, seeded: true };
       await writeJson(output, planIndexName(p), index);
       return { stopped: false, partitions: input.partitions, total: input.total, cursor, images: 0 };
     }
@@ -232,7 +233,9 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
   });
   const partitions = batch.n + count;
   const total = batch.first + batch.blobs.length;
-  await writeJson(output, planIndexName(p), { ...index, partitions, total, bytes: index.bytes + batch.blobs.reduce((s, b) => s + b.size, 0), continuous: { cursor: batch.cursor, seeded: true } } satisfies ContinuousIndex);
+  // The batch's run of partitions, as the orchestrator lays it out too (a resumed job reads it from here).
+  const layout = addSegment(index.continuous?.layout, batch.n, batch.first, size);
+  await writeJson(output, planIndexName(p), { ...index, partitions, total, bytes: index.bytes + batch.blobs.reduce((s, b) => s + b.size, 0), continuous: { cursor: batch.cursor, seeded: true, ...(layout.length > 1 ? { layout } : {}) } } satisfies ContinuousIndex);
   await markSeen(output, p, batch.blobs);
   return { stopped: false, partitions, total, cursor: batch.cursor, images: batch.blobs.length };
 }

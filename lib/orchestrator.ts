@@ -26,7 +26,8 @@ import type { FinalizeInput, Manifest, PartitionFailure } from './finalize';
 import type { JobStatus } from './jobFolder';
 import { JobSpecSchema, parseJobSpec, type JobSpec } from './jobs';
 import { zodPath } from './fieldPath';
-import { addFailedPartition, addPartition, EMPTY_TOTALS, jobSucceeded, partitionImageCount, progressOf, type JobTotals } from './orchestration';
+import { addFailedPartition, addPartition, EMPTY_TOTALS, jobSucceeded, progressOf, type JobTotals } from './orchestration';
+import { addSegment, partitionImages, pruneSegments } from './layout';
 import { MESSAGE_CHARS, shortMessage } from './parts';
 
 export const ORCHESTRATOR = 'inferenceJob';
@@ -58,6 +59,8 @@ export const DEFAULT_FAN_OUT: FanOutOptions = {
 export const MIN_POLL_MS = 20;
 /** Most failed partitions listed by id in orchestration state (the rest are counted; all are in _failures.jsonl). */
 export const MAX_LISTED_FAILURES = 50;
+/** Most plan segments (partial runs of a continuous job's batches) an orchestration carries. */
+export const MAX_SEGMENTS = 10_000;
 /** Most UTF-8 bytes the listed failures take in orchestration state. */
 export const LISTED_FAILURES_BYTES = 8 * 1024;
 
@@ -92,7 +95,14 @@ const StateSchema = z
     job: JobSpecSchema,
     options: OptionsSchema,
     plan: z
-      .object({ partitions: count, total: count, bytes: z.number().min(0), model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict(), cursor: z.string().max(2048).optional() })
+      .object({
+        partitions: count,
+        total: count,
+        bytes: z.number().min(0),
+        model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict(),
+        cursor: z.string().max(2048).optional(),
+        layout: z.array(z.object({ n: count, first: count }).strict()).max(MAX_SEGMENTS).optional(),
+      })
       .strict()
       .optional(),
     next: count,
@@ -145,6 +155,17 @@ export function retryOptionsOf(o: FanOutOptions['retry']): df.RetryOptions {
   r.backoffCoefficient = o.backoffCoefficient;
   r.maxRetryIntervalInMilliseconds = o.maxRetryMs;
   return r;
+}
+
+function isOutcome(r: unknown): r is Outcome<PartitionResult> {
+  if (typeof r !== 'object' || r === null || typeof (r as { ok?: unknown }).ok !== 'boolean') return false;
+  const o = r as { ok: boolean; value?: unknown; error?: unknown };
+  return o.ok ? typeof o.value === 'object' && o.value !== null && typeof (o.value as { n?: unknown }).n === 'number' : typeof o.error === 'object' && o.error !== null;
+}
+
+function describe(v: unknown): string {
+  const text = v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v);
+  return `${typeof v} ${text.length > 80 ? `${text.slice(0, 80)}...` : text}`;
 }
 
 function failureOf(err: unknown): { code: string; message: string } {
@@ -207,7 +228,8 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   let totals = s.totals;
   const failed = [...s.failedPartitions];
   const fail = (n: number, f: { code: string; message: string }): void => {
-    totals = addFailedPartition(totals, partitionImageCount(n, plan.total, s.job.partitionSize));
+    // Its images as the plan laid them out (a continuous job's batches start partial runs).
+    totals = addFailedPartition(totals, partitionImages(n, plan, s.job.partitionSize));
     const entry = { n, code: f.code.slice(0, 100), message: shortMessage(f.message) };
     if (fitsListed(failed, entry)) failed.push(entry);
   };
@@ -225,10 +247,12 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     observedMs += now() - slot.since;
     const task = slot.task;
     if (task.isFaulted) return fail(slot.n, failureOf(task.result));
-    const r = task.result as Outcome<PartitionResult>;
-    if (!r.ok) return fail(slot.n, r.error);
+    const r = task.result as Outcome<PartitionResult> | undefined;
     // A result is only ever counted for the partition it belongs to: a replay that handed one
-    // task's result to another (a protocol bug) fails the job loudly instead of miscounting.
+    // task's result to another, or something that is no outcome at all (a timer's value), is a
+    // protocol bug that fails the job loudly instead of miscounting.
+    if (!isOutcome(r)) throw new Error(`ReplayMismatch: partition ${slot.n} received ${describe(r)}, which is not the outcome of a partition`);
+    if (!r.ok) return fail(slot.n, r.error);
     if (r.value.n !== slot.n) throw new Error(`ReplayMismatch: the result of partition ${r.value.n} arrived as the result of partition ${slot.n}`);
     if (r.value.done === false) {
       const next = r.value.next;
@@ -274,7 +298,9 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
   }
 
-  s = { ...s, next: end, totals, failedPartitions: failed };
+  const layout = pruneSegments(plan.layout, end);
+  s = { ...s, next: end, totals, failedPartitions: failed, plan: { ...plan, ...(layout ? { layout } : {}) } };
+  if (!layout) delete s.plan!.layout;
   if (end < plan.partitions) {
     context.df.continueAsNew({ state: { ...s, generation: s.generation + 1 } } satisfies OrchestratorInput);
     return undefined;
@@ -313,7 +339,8 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
       cursor = got.value.cursor;
       if (arrived || idle + 1 >= IDLE_LOOKS_PER_GENERATION) {
         // New partitions (or a long idle stretch): the next generation runs them.
-        context.df.continueAsNew({ state: { ...s, plan: { ...plan, partitions: got.value.partitions, total: got.value.total }, cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
+        const grown = arrived ? { layout: addSegment(s.plan!.layout, plan.partitions, plan.total, s.job.partitionSize) } : {};
+        context.df.continueAsNew({ state: { ...s, plan: { ...s.plan!, ...grown, partitions: got.value.partitions, total: got.value.total }, cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
         return undefined;
       }
     }

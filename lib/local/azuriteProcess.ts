@@ -13,6 +13,7 @@
  * Arguments are Azurite's own.
  */
 import { rmSync } from 'node:fs';
+import { Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { installPutBlockFromUrl } from './azuriteBlockFromUrl';
 import { LOCK_FILE, readLock } from './azuriteLock';
@@ -113,9 +114,51 @@ process.on('message', (msg: { type?: string; id?: number }) => {
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 // The parent is gone (exited or killed): shut down as on Ctrl+C, which saves the metadata. A
 // watchdog ends the process should anything keep it alive once the servers are closed.
+// Azurite's own shutdown closes its metadata stores (saving them) while requests already in its
+// pipeline still run: one of those could insert its blob after the save and answer 201, an
+// acknowledgement the restarted emulator no longer has. So the shutdown starts only once no request
+// is in flight; from the moment the parent is gone every new request is answered 503 (ServerBusy,
+// which clients retry against the next emulator) instead of being acknowledged.
+let draining = false;
+let inFlight = 0;
+let drained: (() => void) | undefined;
+const open = new Set<ServerResponse>();
+const emit = Server.prototype.emit;
+Server.prototype.emit = function (this: Server, event: string | symbol, ...args: unknown[]): boolean {
+  if (event !== 'request') return (emit as (this: Server, e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
+  const res = args[1] as ServerResponse;
+  if (draining) {
+    res.writeHead(503, { 'x-ms-error-code': 'ServerBusy', connection: 'close' });
+    res.end();
+    (args[0] as IncomingMessage).resume();
+    return true;
+  }
+  inFlight++;
+  open.add(res);
+  res.once('close', () => {
+    open.delete(res);
+    if (--inFlight === 0) drained?.();
+  });
+  return (emit as (this: Server, e: string | symbol, ...a: unknown[]) => boolean).call(this, event, ...args);
+} as typeof Server.prototype.emit;
+
 process.on('disconnect', () => {
-  process.kill(process.pid, 'SIGTERM');
+  draining = true;
   setTimeout(() => process.exit(0), 60_000).unref();
+  let done = false;
+  const shutdown = (): void => {
+    if (done) return;
+    done = true;
+    process.kill(process.pid, 'SIGTERM');
+  };
+  if (inFlight === 0) return shutdown();
+  drained = shutdown;
+  // A request still unanswered after 10 s (a client stalled mid-upload) is cut off, unanswered,
+  // so that nothing is acknowledged after the save.
+  setTimeout(() => {
+    for (const res of open) res.socket?.destroy();
+    shutdown();
+  }, 10_000).unref();
 });
 
 // Put Block From URL, which Azurite lacks and finalize uses (see azuriteBlockFromUrl.ts).

@@ -29,6 +29,7 @@ export function operatorStorage(o: OperatorStorageOptions): BlobServiceClient {
     if (url.protocol !== 'https:') throw new OperatorStorageError(`account URL '${o.accountUrl}' must use https: Entra ID tokens are only sent over TLS`);
     return new BlobServiceClient(url.toString().replace(/\/$/, ''), o.credential ?? new DefaultAzureCredential());
   }
-  if (o.connectionString) return BlobServiceClient.fromConnectionString(o.connectionString);
+  // A person waits at the terminal: a few quick retries, not the SDK's default 17 s before "refused".
+  if (o.connectionString) return BlobServiceClient.fromConnectionString(o.connectionString, { retryOptions: { maxTries: 3, retryDelayInMs: 300, maxRetryDelayInMs: 1_000 } });
   throw new OperatorStorageError('no data account: pass --account-url https://<account>.blob.core.windows.net (Entra ID; azd prints it as LAKEINFER_ACCOUNT_URL) or set LAKEINFER_ACCOUNT_URL; locally set DATA_STORAGE to the connection string the local host prints');
 }

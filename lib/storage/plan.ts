@@ -103,4 +103,3 @@ export async function readPlan(output: ContainerClient, prefix: string, n: numbe
   }
   return { ...plan, etag: got!.etag };
 }
-
