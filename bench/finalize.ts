@@ -6,11 +6,11 @@
  * of `npm run bench`.
  */
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
-import { finalizeJob, type FinalizeInput } from '../lib/finalize';
-import { parseJobRequest } from '../lib/jobs';
-import { withAzurite } from '../lib/local/azurite';
-import { EMPTY_TOTALS } from '../lib/orchestration';
-import { LATENCY_BOUNDS_MS, partSummaryName, pieceFragmentName, type PartitionSummary } from '../lib/parts';
+import { finalizeJob, type FinalizeInput } from '../lib/fanin/finalize';
+import { parseJobRequest } from '../lib/job/request';
+import { withAzurite } from '../lib/local/azurite/azurite';
+import { EMPTY_TOTALS } from '../lib/job/totals';
+import { LATENCY_BOUNDS_MS, partSummaryName, pieceFragmentName, type PartitionSummary } from '../lib/partition/parts';
 import { mapLimit, writeBlob, writeJson } from '../lib/storage';
 
 export interface FinalizeBenchRow {

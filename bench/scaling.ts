@@ -7,10 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { BlobServiceClient } from '@azure/storage-blob';
-import { withAzurite, type AzuriteInstance } from '../lib/local/azurite';
+import { withAzurite, type AzuriteInstance } from '../lib/local/azurite/azurite';
 import { submit, watch } from '../lib/cli/client';
-import { startLocalHost } from '../lib/local/host';
-import type { Manifest } from '../lib/finalize';
+import { startLocalHost } from '../lib/local/host/host';
+import type { Manifest } from '../lib/fanin/finalize';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../lib/storage';
 import { Canvas } from '../test/helpers/images';
 import { classifierFixture, classifierSpec } from '../test/helpers/models';

@@ -1,11 +1,11 @@
 /**
  * Continuous jobs on Azure: Event Grid delivers the data account's BlobCreated events here (the
  * Flex Consumption way; infra/main.bicep subscribes this function); each becomes an arrival record
- * of the continuous jobs whose input it falls in (lib/continuous.ts). No blob is read here.
+ * of the continuous jobs whose input it falls in (lib/continuous/collect.ts). No blob is read here.
  */
 import { app, type EventGridEvent, type InvocationContext } from '@azure/functions';
-import { settings } from '../lib/config';
-import { recordBlobEvents, type BlobEvent } from '../lib/continuous';
+import { settings } from '../lib/util/config';
+import { recordBlobEvents, type BlobEvent } from '../lib/continuous/collect';
 import { dataService } from '../lib/storage';
 
 export async function blobArrivalsHandler(event: EventGridEvent, context: InvocationContext): Promise<void> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { settings } from '../lib/config';
-import { checkHealth, type HealthReport } from '../lib/health';
+import { settings } from '../lib/util/config';
+import { checkHealth, type HealthReport } from '../lib/api/health';
 import { dataService } from '../lib/storage';
 
 async function report(context: InvocationContext): Promise<HealthReport> {

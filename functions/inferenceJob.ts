@@ -1,14 +1,14 @@
 /**
  * The inferenceJob orchestration and its activities, registered with the v4 programming model.
- * Logic lives in lib/orchestrator.ts (deterministic) and lib/activities.ts (I/O).
+ * Logic lives in lib/orchestration/orchestrator.ts (deterministic) and lib/orchestration/activities.ts (I/O).
  */
 import * as df from 'durable-functions';
 import type { ActivityHandler } from 'durable-functions';
-import { defaultActivities, type PartitionInput } from '../lib/activities';
-import type { FinalizeInput } from '../lib/finalize';
-import type { JobSpec } from '../lib/jobs';
-import type { CollectInput } from '../lib/continuous';
-import { COLLECT_ACTIVITY, FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestrator';
+import { defaultActivities, type PartitionInput } from '../lib/orchestration/activities';
+import type { FinalizeInput } from '../lib/fanin/finalize';
+import type { JobSpec } from '../lib/job/request';
+import type { CollectInput } from '../lib/continuous/collect';
+import { COLLECT_ACTIVITY, FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestration/orchestrator';
 
 df.app.orchestration(ORCHESTRATOR, inferenceJobOrchestrator);
 

@@ -4,8 +4,8 @@
  */
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import * as df from 'durable-functions';
-import { cancelJob, jobStatus, listJobs, purgeJob, retryJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api';
-import { settings } from '../lib/config';
+import { cancelJob, jobStatus, listJobs, purgeJob, retryJob, submitJob, type ApiOptions, type ApiResponse, type JobClient } from '../lib/api/jobs';
+import { settings } from '../lib/util/config';
 import { dataService } from '../lib/storage';
 
 /** Largest job request accepted (a request is a few hundred bytes). */

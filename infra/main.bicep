@@ -220,7 +220,7 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 // ---- the Function App on Flex Consumption ----
-// Every name here is declared in lib/config.ts (SETTINGS); test/deploy.test.ts checks both ways.
+// Every name here is declared in lib/util/config.ts (SETTINGS); test/deploy.test.ts checks both ways.
 var baseSettings = [
   { name: 'AzureWebJobsStorage__accountName', value: hostStorage.name }
   { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }

@@ -2,7 +2,7 @@
  * A small client of the job API (the local host or a deployed Function App): submit, status,
  * watch with a progress bar, cancel, purge a finished job's history.
  */
-import type { JobView } from '../api';
+import type { JobView } from '../api/jobs';
 
 export interface ApiOptions {
   url: string;
@@ -74,7 +74,7 @@ export async function cancel(opts: ApiOptions, jobId: string): Promise<JobView> 
 }
 
 export interface JobListPage {
-  jobs: import('../api').JobListItem[];
+  jobs: import('../api/jobs').JobListItem[];
   continuationToken?: string;
 }
 

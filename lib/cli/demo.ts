@@ -7,12 +7,12 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
-import type { Manifest } from '../finalize';
+import type { Manifest } from '../fanin/finalize';
 import { bundledTextDetectorPath, CATALOG } from '../model/catalog';
 import { mapLimit, readBlob, writeBlob, writeJson } from '../storage';
 import { downloadOutputs } from './outputs';
 import { progressLine, submit, watch } from './client';
-import { startLocalHost } from '../local/host';
+import { startLocalHost } from '../local/host/host';
 import { renderTextScene, type TextScene } from './textImages';
 
 const WORDS = ['invoice', 'total', 'serverless', 'data lake', 'durable', 'fan-out', 'ONNX', 'sharp', 'Azure', 'partition', 'inference', 'manifest', 'report', 'retry', 'Azurite', 'YOLACT'];

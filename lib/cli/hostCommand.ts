@@ -9,9 +9,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { maskConnectionString } from '../storage';
-import { DEV_ACCOUNT } from '../local/azurite';
-import { alive, FolderInUseError, readLock } from '../local/azuriteLock';
-import { startLocalHost } from '../local/host';
+import { DEV_ACCOUNT } from '../local/azurite/azurite';
+import { alive, FolderInUseError, readLock } from '../local/azurite/lock';
+import { startLocalHost } from '../local/host/host';
 import { flag, UsageError, type Args } from './args';
 
 export const PORTS_FILE = 'lakeinfer-host.json';

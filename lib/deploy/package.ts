@@ -15,7 +15,7 @@ import { copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ZipWriter } from './zip';
-import { filesUnder } from '../files';
+import { filesUnder } from '../util/files';
 
 /** What Flex Consumption runs: npm's platform names. */
 export interface Target {

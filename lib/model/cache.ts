@@ -13,7 +13,7 @@ import { mkdir, open, readdir, rename, rm, stat, utimes, writeFile, type FileHan
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
-import { LakeInferError, restStatus } from '../errors';
+import { LakeInferError, restStatus } from '../util/errors';
 import { normalizeEtag, storageError } from '../storage';
 import { collectStream } from '../storage/blobs';
 import { InferenceEngine, type EngineOptions } from './engine';

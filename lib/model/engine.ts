@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { LakeInferError } from '../errors';
+import { LakeInferError } from '../util/errors';
 import type { ImageMeta } from './adapters';
 import type { ImageInference } from './postprocess';
 import type { Prepared } from './preprocess';

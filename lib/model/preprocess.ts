@@ -7,7 +7,7 @@
  * Every failure is a per-image LakeInferError with a clear code; nothing here throws anything else.
  */
 import sharp from 'sharp';
-import { LakeInferError } from '../errors';
+import { LakeInferError } from '../util/errors';
 import { resizeBilinear, resizeOpencvU8, roundHalfEven } from './resample';
 import type { InputSpec } from './spec';
 

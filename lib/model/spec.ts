@@ -2,8 +2,8 @@
  * model.json: how to feed a model and read its outputs. Validated with zod; errors name the field.
  */
 import { z } from 'zod';
-import { LakeInferError } from '../errors';
-import { zodPath } from '../fieldPath';
+import { LakeInferError } from '../util/errors';
+import { zodPath } from '../util/fieldPath';
 
 export const ADAPTERS = ['yolact', 'yolov8-seg', 'classification', 'text-detection'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];

@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { ContainerClient } from '@azure/storage-blob';
-import { LakeInferError } from '../errors';
+import { LakeInferError } from '../util/errors';
 import { CATALOG } from '../model/catalog';
 import { InferenceEngine } from '../model/engine';
 import { parseModelSpec, type ModelSpec } from '../model/spec';

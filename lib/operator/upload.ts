@@ -7,8 +7,8 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { relative, sep } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
-import { mapLimit } from '../concurrency';
-import { filesUnder } from '../files';
+import { mapLimit } from '../util/concurrency';
+import { filesUnder } from '../util/files';
 
 export interface UploadProgress {
   files: number;

@@ -2,7 +2,7 @@
  * Reading and writing whole blobs: bytes, JSON, with content types and conditional writes.
  */
 import type { ContainerClient } from '@azure/storage-blob';
-import { LakeInferError, restErrorCode, restStatus } from '../errors';
+import { LakeInferError, restErrorCode, restStatus } from '../util/errors';
 import { storageError } from './clients';
 import { normalizeEtag } from './listing';
 import { assertAddressable, contentTypeFor } from './names';

@@ -7,8 +7,8 @@
 import { BlobServiceClient, type StoragePipelineOptions } from '@azure/storage-blob';
 import { DefaultAzureCredential, ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
-import type { DataConnection } from '../config';
-import { LakeInferError, isTransientStorageError, restErrorCode, restStatus } from '../errors';
+import type { DataConnection } from '../util/config';
+import { LakeInferError, isTransientStorageError, restErrorCode, restStatus } from '../util/errors';
 
 export const STORAGE_RETRY: StoragePipelineOptions = {
   retryOptions: { maxTries: 5, retryDelayInMs: 200, maxRetryDelayInMs: 5_000, tryTimeoutInMs: 60_000 },

@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import { ContainerSASPermissions, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type HttpAuthorization } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
-import { restStatus } from '../errors';
-import { mapLimit } from '../concurrency';
+import { restStatus } from '../util/errors';
+import { mapLimit } from '../util/concurrency';
 import { collectStream } from './blobs';
 import { storageError } from './clients';
 import { contentTypeFor } from './names';

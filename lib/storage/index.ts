@@ -8,4 +8,4 @@ export * from './names';
 export * from './blobs';
 export * from './plan';
 export * from './compose';
-export { mapLimit } from '../concurrency';
+export { mapLimit } from '../util/concurrency';

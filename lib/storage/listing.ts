@@ -23,6 +23,10 @@ export interface ListOptions {
   extensions?: readonly string[];
   /** Stop after this many matching blobs. */
   maxItems?: number;
+  /** Only blobs last modified at or after this time (ISO 8601). */
+  modifiedSince?: string;
+  /** Only blobs last modified before this time (ISO 8601). */
+  modifiedBefore?: string;
   /** Page size asked of the service (it may return fewer; Azure caps at 5000). */
   pageSize?: number;
   continuationToken?: string;
@@ -45,12 +49,21 @@ export function matchesExtension(name: string, extensions: readonly string[] | u
   return extensions.some((e) => lower.endsWith(e.toLowerCase()));
 }
 
+/** Whether a last-modified time lies in [modifiedSince, modifiedBefore) (true without filters). */
+export function timeFilter(opts: Pick<ListOptions, 'modifiedSince' | 'modifiedBefore'>): (lastModified: Date | undefined) => boolean {
+  const since = opts.modifiedSince ? Date.parse(opts.modifiedSince) : undefined;
+  const before = opts.modifiedBefore ? Date.parse(opts.modifiedBefore) : undefined;
+  if (since === undefined && before === undefined) return () => true;
+  return (t) => t !== undefined && (since === undefined || t.getTime() >= since) && (before === undefined || t.getTime() < before);
+}
+
 /**
  * Lists a container page by page, filtered by prefix and extension. Directory placeholders of
  * hierarchical-namespace accounts (metadata hdi_isfolder) are skipped.
  */
 export async function* listBlobPages(container: ContainerClient, opts: ListOptions = {}): AsyncGenerator<BlobPage> {
   const max = opts.maxItems ?? Number.POSITIVE_INFINITY;
+  const inTime = timeFilter(opts);
   let seen = 0;
   const iter = container
     .listBlobsFlat({ prefix: opts.prefix ?? '', includeMetadata: true })
@@ -68,6 +81,7 @@ export async function* listBlobPages(container: ContainerClient, opts: ListOptio
     for (const b of page.segment.blobItems) {
       if (b.metadata?.['hdi_isfolder'] === 'true' || b.name.endsWith('/')) continue;
       if (!matchesExtension(b.name, opts.extensions)) continue;
+      if (!inTime(b.properties.lastModified)) continue;
       const md5 = md5Of(b.properties.contentMD5);
       items.push({ name: b.name, etag: normalizeEtag(b.properties.etag), size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
       if (++seen >= max) break;

@@ -3,7 +3,7 @@
  * the guard against names that cannot be addressed.
  */
 import { createHash } from 'node:crypto';
-import { LakeInferError } from '../errors';
+import { LakeInferError } from '../util/errors';
 
 /** Longest blob name Azure accepts. */
 export const MAX_BLOB_NAME = 1024;
@@ -84,4 +84,27 @@ export function assertAddressable(name: string): void {
   if (name.split('/').some((s) => s === '.' || s === '..')) {
     throw new LakeInferError('InvalidName', `blob name '${name}' has '.' or '..' segments and cannot be addressed safely`, { target: name });
   }
+}
+
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Characters Azure Storage names must not carry: C0 and C1 controls (a listing would be
+ * unreadable), Unicode noncharacters (U+FFFE makes the whole container answer 500 to every
+ * listing on Azurite, and Azure refuses them), and lone surrogates (no UTF-8 form).
+ */
+export function nameProblem(p: string): string | undefined {
+  if (CONTROL.test(p)) return 'must not contain control characters';
+  for (let i = 0; i < p.length; i++) {
+    const c = p.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = p.charCodeAt(i + 1);
+      if (!(d >= 0xdc00 && d <= 0xdfff)) return 'must not contain lone surrogates (text that is not valid Unicode)';
+      const cp = ((c - 0xd800) << 10) + (d - 0xdc00) + 0x10000;
+      if ((cp & 0xfffe) === 0xfffe) return `must not contain the noncharacter U+${cp.toString(16).toUpperCase()}`;
+      i++;
+    } else if (c >= 0xdc00 && c <= 0xdfff) return 'must not contain lone surrogates (text that is not valid Unicode)';
+    else if ((c >= 0xfdd0 && c <= 0xfdef) || c === 0xfffe || c === 0xffff) return `must not contain the noncharacter U+${c.toString(16).toUpperCase()}`;
+  }
+  return undefined;
 }

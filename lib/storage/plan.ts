@@ -2,10 +2,10 @@
  * Plan files: <jobPrefix>_plan/<n>.json per partition, then _plan/index.json as the commit marker.
  */
 import type { ContainerClient } from '@azure/storage-blob';
-import { LakeInferError } from '../errors';
-import { partitionStream } from '../orchestration';
+import { LakeInferError } from '../util/errors';
+import { partitionStream } from '../util/partitions';
 import { readBlob, readJson, writeJson } from './blobs';
-import { listBlobPages, type BlobRef, type ListOptions } from './listing';
+import { listBlobPages, type BlobPage, type BlobRef, type ListOptions } from './listing';
 
 export interface PlanPartition {
   jobId: string;
@@ -42,6 +42,8 @@ export interface WritePlanOptions extends ListOptions {
   exclude?: { container: string; prefix: string };
   /** Plan files written concurrently while listing goes on. */
   concurrency?: number;
+  /** The blobs to plan when they do not come from listing `input` (a manifest). */
+  source?: AsyncIterable<BlobPage>;
 }
 
 /**
@@ -55,7 +57,7 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
 
   const skip = opts.exclude?.container === input.containerName ? opts.exclude.prefix : undefined;
   const pages = (async function* () {
-    for await (const page of listBlobPages(input, opts)) yield skip === undefined ? page.items : page.items.filter((b) => !b.name.startsWith(skip));
+    for await (const page of opts.source ?? listBlobPages(input, opts)) yield skip === undefined ? page.items : page.items.filter((b) => !b.name.startsWith(skip));
   })();
   const inFlight = new Set<Promise<unknown>>();
   const limit = opts.concurrency ?? 8;

@@ -6,7 +6,7 @@
  * out with backoff and logged as "waiting for role assignments to propagate"; after it, a 403 is
  * what it says (a missing role) and fails as before.
  */
-import { restErrorCode, restStatus } from '../errors';
+import { restErrorCode, restStatus } from '../util/errors';
 
 /** How long after the process started a 403 is taken for a role assignment still propagating. */
 export const ROLE_PROPAGATION_MS = 10 * 60_000;

@@ -11,16 +11,16 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { JobListItem } from '../../lib/api';
+import type { JobListItem } from '../../lib/api/jobs';
 import { main as cli } from '../../lib/cli/cli';
 import { status, watch } from '../../lib/cli/client';
 import { uploadDemo } from '../../lib/cli/demo';
-import { startLocalHost, type LocalHost } from '../../lib/local/host';
-import type { Manifest } from '../../lib/finalize';
+import { startLocalHost, type LocalHost } from '../../lib/local/host/host';
+import type { Manifest } from '../../lib/fanin/finalize';
 import { readBlob } from '../../lib/storage';
 import { useAzurite } from '../helpers/azurite';
 import { readParquetRows } from '../helpers/parquet';
-import { RESULT_COLUMNS } from '../../lib/parquet';
+import { RESULT_COLUMNS } from '../../lib/partition/parquet';
 
 const az = useAzurite();
 

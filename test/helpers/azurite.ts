@@ -1,6 +1,6 @@
 import { after, before } from 'node:test';
 import { BlobServiceClient } from '@azure/storage-blob';
-import { startAzurite, type AzuriteInstance } from '../../lib/local/azurite';
+import { startAzurite, type AzuriteInstance } from '../../lib/local/azurite/azurite';
 
 export interface AzuriteFixture {
   azurite: AzuriteInstance;

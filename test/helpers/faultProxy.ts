@@ -1,6 +1,6 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { seeded } from '../../lib/local/random';
+import { seeded } from '../../lib/local/durable/random';
 
 export interface FaultProxy {
   port: number;

@@ -1,4 +1,4 @@
-import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from '../../lib/local/functionsHost';
+import { defaultFunctionFiles, loadFunctions, type RegisteredFunction } from '../../lib/local/functions/functionsHost';
 
 /** The real function files, registered as the Functions host would register them. */
 export function registeredFunctions(): Map<string, RegisteredFunction> {

@@ -1,15 +1,15 @@
 /**
  * Issue 28: a failed partition's images come from the plan's layout, never from arithmetic that
  * assumes every earlier partition full. Through the real engine and the real orchestrator, with
- * stand-in activities that model the plan and the collect as lib/continuous.ts numbers them.
+ * stand-in activities that model the plan and the collect as lib/continuous/collect.ts numbers them.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DurableEngine } from '../../lib/local/durable';
-import type { RegisteredFunction } from '../../lib/local/functionsHost';
-import { parseJobRequest } from '../../lib/jobs';
-import { addSegment, partitionImages, pruneSegments, type Segment } from '../../lib/layout';
-import { seeded } from '../../lib/local/random';
+import { DurableEngine } from '../../lib/local/durable/engine';
+import type { RegisteredFunction } from '../../lib/local/functions/functionsHost';
+import { parseJobRequest } from '../../lib/job/request';
+import { addSegment, partitionImages, pruneSegments, type Segment } from '../../lib/job/layout';
+import { seeded } from '../../lib/local/durable/random';
 import { registeredFunctions } from '../helpers/host';
 
 const orchestrator = registeredFunctions().get('inferenceJob')!;
@@ -26,7 +26,7 @@ interface World {
 
 /**
  * A continuous job: the initial plan holds `initial` images; look k brings looks[k] images, planned
- * in partitions of `size` after the existing ones (the layout lib/continuous.ts writes); then a stop.
+ * in partitions of `size` after the existing ones (the layout lib/continuous/collect.ts writes); then a stop.
  */
 function continuousWorld(size: number, initial: number, looks: number[], failing: (n: number) => boolean): { fns: Map<string, RegisteredFunction>; world: World } {
   const world: World = { sizes: [], failing: new Set(), finals: [] };

@@ -10,7 +10,7 @@
  * them. Symbolic dimensions (strings, from the model's metadata) match anything: a choice that
  * depends on one is left to run time, when every dimension is known; a contradiction fails at once.
  */
-import { LakeInferError } from '../../errors';
+import { LakeInferError } from '../../util/errors';
 import type { AdapterName, ModelSpec } from '../spec';
 
 export type Dim = number | string;

@@ -1,0 +1,222 @@
+/**
+ * Fan-in by composition: the job's results.jsonl, coco_results.json and _failures.jsonl are put
+ * together in storage from the fragments each partition wrote (Put Block From URL), so the bytes of
+ * the results never pass through this activity and its time grows with the number of partitions,
+ * not with the size of their results. It reads the partition summaries (small, bounded
+ * concurrency), composes the three files (numbered files past 50,000 blocks), decides the outcome
+ * and writes _manifest.json and report.html. A rerun (a retry after a timeout) reuses the blocks a
+ * previous attempt staged and writes the same files.
+ */
+import type { ContainerClient } from '@azure/storage-blob';
+import { mapLimit } from '../util/concurrency';
+import { decideOutcome } from '../job/folder';
+import { OUTPUT_FORMATS } from '../job/request';
+import {
+  addStages,
+  emptyStages,
+  LATENCY_BOUNDS_MS,
+  partSummaryName,
+  pieceFragmentName,
+  readAttempts,
+  roundStages,
+  shortMessage,
+  type FailureRecord,
+  type FragmentKind,
+  type PartitionSummary,
+  type PieceFragments,
+  type StageTimings,
+} from '../partition/parts';
+import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
+import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from '../partition/parquet';
+import { estimateCost, type CostSettings, type FinalizeInput, type Manifest, type ParquetDataset } from './manifest';
+import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from '../storage';
+
+export { LATENCY_BOUNDS_MS };
+export { estimateCost };
+export type { CostEstimate, CostSettings, FinalizeInput, Manifest, ParquetDataset, PartitionFailure } from './manifest';
+
+/** Partition summaries read per round (memory holds one round of them). */
+const SUMMARY_CHUNK = 2_000;
+
+export interface FinalizeOptions {
+  /** Summaries read and blocks staged at once. */
+  concurrency?: number;
+  /** Blocks per output file (Azure's limit by default; tests use fewer). */
+  maxBlocks?: number;
+}
+
+/** What finalize moved, and how (the benchmark reports it). */
+export interface FinalizeStats extends ComposeStats {
+  summaries: number;
+  summaryBytes: number;
+}
+
+/** What finalize keeps of each partition while it composes: fragments, or why there are none. */
+type PartInfo = { n: number; pieces: PieceFragments[] } | { n: number; failure: ReportFailure };
+
+function* fragmentParts(prefix: string, infos: readonly PartInfo[], kind: FragmentKind): Generator<Part> {
+  for (const info of infos) {
+    if (!('pieces' in info)) continue;
+    for (const p of info.pieces) {
+      const f = p[kind];
+      if (f.bytes > 0) yield { key: `${kind}:${info.n}:${p.from}:${f.etag}`, source: pieceFragmentName(prefix, info.n, p.from, kind), offset: 0, count: f.bytes };
+    }
+  }
+}
+
+function* failureParts(prefix: string, infos: readonly PartInfo[]): Generator<Part> {
+  for (const info of infos) {
+    if ('failure' in info) {
+      yield { key: `partition-failure:${info.n}:${info.failure.code}:${info.failure.message}`, data: Buffer.from(`${JSON.stringify(info.failure)}\n`, 'utf8') };
+      continue;
+    }
+    yield* fragmentParts(prefix, [info], 'failures');
+  }
+}
+
+async function settleParquetDataset(output: ContainerClient, p: string, infos: readonly PartInfo[], concurrency: number): Promise<ParquetDataset> {
+  const parts: string[] = [];
+  let rows = 0;
+  let bytes = 0;
+  for (const info of infos) {
+    if (!('pieces' in info)) continue;
+    for (const piece of info.pieces) {
+      if (!piece.parquet) continue;
+      parts.push(piece.parquet.name.slice(PARQUET_DATASET.length));
+      rows += piece.parquet.rows;
+      bytes += piece.parquet.bytes;
+    }
+  }
+  if (parts.length === 0) {
+    // No rows (no images yet, or none listed): a schema-only part, so readers get 0 rows, not "no files".
+    const empty = await emptyParquetFile({ 'lakeinfer.rows': '0' });
+    await writeBlob(output, `${p}${EMPTY_PART}`, empty);
+    parts.push(EMPTY_PART.slice(PARQUET_DATASET.length));
+    bytes += empty.length;
+  }
+  const listed = new Set(parts);
+  const stale: string[] = [];
+  for await (const b of output.listBlobsFlat({ prefix: `${p}${PARQUET_DATASET}` })) if (!listed.has(b.name.slice(p.length + PARQUET_DATASET.length))) stale.push(b.name);
+  await mapLimit(stale, concurrency, (name) => output.getBlobClient(name).deleteIfExists());
+  return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length };
+}
+
+function count(it: Iterable<unknown>): number {
+  let c = 0;
+  for (const _ of it) c++;
+  return c;
+}
+
+export async function finalizeJob(output: ContainerClient, input: FinalizeInput, costSettings: CostSettings, opts: FinalizeOptions = {}): Promise<Manifest & { stats: FinalizeStats }> {
+  const p = input.job.jobPrefix;
+  const concurrency = opts.concurrency ?? 32;
+  const stats: FinalizeStats = { ...emptyComposeStats(), summaries: 0, summaryBytes: 0 };
+  const stageMs: StageTimings = emptyStages();
+  const latency = new Array<number>(LATENCY_BOUNDS_MS.length).fill(0);
+  const failedParts = new Map(input.failedPartitions.map((f) => [f.n, f]));
+  // For the report: samples from evenly spaced partitions, the first failures, when each partition ended.
+  const sampleStride = Math.max(1, Math.ceil(input.partitions / MAX_THUMBNAILS));
+  const samples: ReportSample[] = [];
+  const reportFailures: ReportFailure[] = [];
+  let failuresTotal = 0;
+  const partitionEnds: [number, number][] = [];
+  const t0 = Date.parse(input.startedAt);
+  const cold = { modelLoads: 0, modelLoadMsTotal: 0, modelLoadMsMax: 0 };
+  const firstResults: number[] = [];
+
+  // Pass 1: every partition's summary (or why it has none), in order; what composing needs is kept,
+  // the rest folded into the report's figures.
+  type Read = { n: number; summary: PartitionSummary } | { n: number; failure: ReportFailure };
+  const readOne = async (n: number): Promise<Read> => {
+    const summary = await readJson<PartitionSummary>(output, partSummaryName(p, n));
+    if (summary) return { n, summary };
+    // A partition that did not complete: the orchestrator's reason, else its last attempt's.
+    const listed = failedParts.get(n);
+    const last = listed ? undefined : (await readAttempts(output, p, n, 0).catch(() => undefined))?.last;
+    return { n, failure: { blob: `(partition ${n})`, stage: 'partition', code: listed?.code ?? last?.code ?? 'PartitionFailed', message: shortMessage(listed?.message ?? last?.message ?? 'partition did not complete') } };
+  };
+  const fold = (r: Read): PartInfo => {
+    if ('failure' in r) {
+      failuresTotal++;
+      if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(r.failure);
+      return r;
+    }
+    const sm = r.summary;
+    stats.summaries++;
+    stats.summaryBytes += Buffer.byteLength(JSON.stringify(sm));
+    addStages(stageMs, sm.stageMs);
+    sm.latencyCounts.forEach((c, i) => (latency[i]! += c));
+    if ((sm.modelLoadMs ?? 0) > 50) {
+      cold.modelLoads++;
+      cold.modelLoadMsTotal += sm.modelLoadMs!;
+      cold.modelLoadMsMax = Math.max(cold.modelLoadMsMax, sm.modelLoadMs!);
+    }
+    if (sm.firstResultMs !== undefined) {
+      firstResults.push(sm.firstResultMs);
+    }
+    partitionEnds.push([Math.max(0, (Date.parse(sm.endedAt) - t0) / 1000), sm.images]);
+    failuresTotal += sm.failed;
+    for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
+    if (r.n % sampleStride === 0) for (const x of sm.samples) if (samples.length < MAX_THUMBNAILS) samples.push(x);
+    return { n: r.n, pieces: sm.pieces };
+  };
+  const infos: PartInfo[] = [];
+  // In rounds, so that at most one round of whole summaries is in memory.
+  for (let first = 0; first < input.partitions; first += SUMMARY_CHUNK) {
+    const ns = Array.from({ length: Math.min(SUMMARY_CHUNK, input.partitions - first) }, (_, i) => first + i);
+    for (const r of await mapLimit(ns, concurrency, readOne)) infos.push(fold(r));
+  }
+  partitionEnds.sort((a, b) => a[0] - b[0]);
+
+  // Pass 2: compose the three files in storage.
+  const composeOpts = { concurrency, stats, ...(opts.maxBlocks ? { maxBlocks: opts.maxBlocks } : {}) };
+  const numbered = (base: string, ext: string) => (i: number | undefined) => `${p}${base}${i === undefined ? '' : `-${String(i).padStart(5, '0')}`}${ext}`;
+  const formats = input.job.output.formats ?? OUTPUT_FORMATS;
+  const resultsFiles = formats.includes('jsonl') ? await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts) : [];
+  // COCO: '[' + fragments of ',\n{...}' + ']': the first fragment of each file is taken without its comma.
+  const cocoFiles = formats.includes('coco') ? await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts) : [];
+  // Parquet: the pieces wrote their parts in place; the dataset is exactly the parts the summaries
+  // name (a part left by an earlier, differently split run is removed, so readers of the folder see
+  // each image once).
+  const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency) : undefined;
+  const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
+  roundStages(stageMs);
+  // The outcome is decided once: this finalize's status, unless a cancel came first.
+  const status: Manifest['status'] = input.provisional ? 'running' : (await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt)).status;
+
+  const t = input.totals;
+  const manifest: Manifest = {
+    jobId: input.job.jobId,
+    status,
+    counts: { images: t.images, succeeded: t.succeeded, failed: t.failed, skipped: t.skipped, detections: t.detections, partitions: input.partitions, partitionsFailed: t.partitionsFailed },
+    failedPercent: t.images === 0 ? 0 : Math.round((10000 * t.failed) / t.images) / 100,
+    toleratedFailurePercent: input.job.toleratedFailurePercent,
+    ...(input.job.toleratedFailureCount !== undefined && input.job.toleratedFailureCount >= 0 ? { toleratedFailureCount: input.job.toleratedFailureCount } : {}),
+    model: input.model,
+    params: input.job.params,
+    input: input.job.input,
+    output: { ...input.job.output, jobPrefix: p },
+    stageMs,
+    latencyHistogram: { boundsMs: LATENCY_BOUNDS_MS.map((b) => (Number.isFinite(b) ? b : -1)), counts: latency },
+    submittedAt: input.job.submittedAt,
+    startedAt: input.startedAt,
+    endedAt: input.endedAt,
+    wallSeconds: Math.max(0, (Date.parse(input.endedAt) - Date.parse(input.startedAt)) / 1000),
+    instanceSeconds: t.activitySeconds,
+    coldStart: {
+      ...cold,
+      modelLoadMsTotal: Math.round(cold.modelLoadMsTotal),
+      modelLoadMsMax: Math.round(cold.modelLoadMsMax),
+      firstResultMsMean: firstResults.length ? Math.round(firstResults.reduce((a, b) => a + b, 0) / firstResults.length) : 0,
+      firstResultMsMax: Math.round(firstResults.reduce((a, b) => Math.max(a, b), 0)),
+    },
+    cost: estimateCost(t.activitySeconds, costSettings),
+    files: [...resultsFiles, ...cocoFiles, ...(dataset ? [`${p}${PARQUET_DATASET}`] : []), ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
+    ...(dataset ? { datasets: { results: dataset } } : {}),
+  };
+  await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds }));
+  await writeJson(output, `${p}_manifest.json`, manifest);
+  return { ...manifest, stats };
+}
+
+export type { FailureRecord };
