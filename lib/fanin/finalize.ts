@@ -28,6 +28,7 @@ import {
 } from '../partition/parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
 import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from '../partition/parquet';
+import { commitDelta, DELTA_LOG, type DeltaFile } from './delta';
 import { estimateCost, type CostSettings, type FinalizeInput, type Manifest, type ParquetDataset } from './manifest';
 import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from '../storage';
 
@@ -74,8 +75,9 @@ function* failureParts(prefix: string, infos: readonly PartInfo[]): Generator<Pa
   }
 }
 
-async function settleParquetDataset(output: ContainerClient, p: string, infos: readonly PartInfo[], concurrency: number): Promise<ParquetDataset> {
+async function settleParquetDataset(output: ContainerClient, p: string, infos: readonly PartInfo[], concurrency: number, delta?: { jobId: string; operation: string }): Promise<ParquetDataset> {
   const parts: string[] = [];
+  const files: DeltaFile[] = [];
   let rows = 0;
   let bytes = 0;
   for (const info of infos) {
@@ -83,6 +85,7 @@ async function settleParquetDataset(output: ContainerClient, p: string, infos: r
     for (const piece of info.pieces) {
       if (!piece.parquet) continue;
       parts.push(piece.parquet.name.slice(PARQUET_DATASET.length));
+      files.push({ path: piece.parquet.name.slice(PARQUET_DATASET.length), size: piece.parquet.bytes, rows: piece.parquet.rows });
       rows += piece.parquet.rows;
       bytes += piece.parquet.bytes;
     }
@@ -92,13 +95,19 @@ async function settleParquetDataset(output: ContainerClient, p: string, infos: r
     const empty = await emptyParquetFile({ 'lakeinfer.rows': '0' });
     await writeBlob(output, `${p}${EMPTY_PART}`, empty);
     parts.push(EMPTY_PART.slice(PARQUET_DATASET.length));
+    files.push({ path: EMPTY_PART.slice(PARQUET_DATASET.length), size: empty.length, rows: 0 });
     bytes += empty.length;
   }
+  // The Delta commit comes first: a part it removes is deleted only once no version reads it.
+  const commit = delta ? await commitDelta(output, `${p}${PARQUET_DATASET}`, files, { ...delta, now: Date.now() }) : undefined;
   const listed = new Set(parts);
   const stale: string[] = [];
-  for await (const b of output.listBlobsFlat({ prefix: `${p}${PARQUET_DATASET}` })) if (!listed.has(b.name.slice(p.length + PARQUET_DATASET.length))) stale.push(b.name);
+  for await (const b of output.listBlobsFlat({ prefix: `${p}${PARQUET_DATASET}` })) {
+    const rel = b.name.slice(p.length + PARQUET_DATASET.length);
+    if (!listed.has(rel) && !rel.startsWith(DELTA_LOG)) stale.push(b.name);
+  }
   await mapLimit(stale, concurrency, (name) => output.getBlobClient(name).deleteIfExists());
-  return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length };
+  return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length, ...(commit ? { delta: { version: commit.version, committed: commit.committed, added: commit.added, removed: commit.removed } } : {}) };
 }
 
 function count(it: Iterable<unknown>): number {
@@ -178,7 +187,8 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   // Parquet: the pieces wrote their parts in place; the dataset is exactly the parts the summaries
   // name (a part left by an earlier, differently split run is removed, so readers of the folder see
   // each image once).
-  const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency) : undefined;
+  const delta = formats.includes('delta') ? { jobId: input.job.jobId, operation: input.provisional ? 'STREAMING UPDATE' : 'WRITE' } : undefined;
+  const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency, delta) : undefined;
   const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.

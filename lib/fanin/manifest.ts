@@ -88,4 +88,6 @@ export interface ParquetDataset {
   bytes: number;
   /** Parts found in the folder that no partition names (an earlier run's), deleted. */
   removed: number;
+  /** With the 'delta' format: the folder is a Delta table too; its version after this finalize and what the commit changed. */
+  delta?: { version: number; committed: boolean; added: number; removed: number };
 }

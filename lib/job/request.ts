@@ -67,13 +67,19 @@ const partitionSize = z.number().int().min(1).max(10_000);
 const maxParallelPartitions = z.number().int().min(1).max(1000);
 const toleratedFailurePercent = z.number().min(0).max(100);
 
-/** Output formats a job writes: results.jsonl, coco_results.json, the results.parquet dataset. */
-export const OUTPUT_FORMATS = ['jsonl', 'coco', 'parquet'] as const;
+/**
+ * Output formats a job writes: results.jsonl, coco_results.json, the results.parquet dataset, and
+ * 'delta': the same dataset as a Delta table (its _delta_log/ beside the parts). Delta is on by
+ * default: it costs one small commit per finalize, plain Parquet readers skip the log, and Spark
+ * or delta-rs readers get atomic versions (a continuous job's batches, a resumed job's rewrite).
+ */
+export const OUTPUT_FORMATS = ['jsonl', 'coco', 'parquet', 'delta'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 const formats = z
   .array(z.enum(OUTPUT_FORMATS))
   .min(1)
   .refine((f) => new Set(f).size === f.length, 'must not repeat a format')
+  .refine((f) => !f.includes('delta') || f.includes('parquet'), "'delta' needs 'parquet' (the table's files are the Parquet parts)")
   .transform((f) => OUTPUT_FORMATS.filter((x) => f.includes(x)))
   .default([...OUTPUT_FORMATS]);
 
@@ -258,9 +264,9 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
     pollSeconds: req.pollSeconds,
   };
   // A continuous job's composed files would be rebuilt after every batch: it writes the Parquet
-  // dataset (and per-image results) unless formats are asked for.
+  // dataset as a Delta table (each batch an atomic append) and per-image results unless formats are asked for.
   const given = (body as { output?: { formats?: unknown } }).output?.formats;
-  if (req.mode === 'continuous' && given === undefined) spec.output = { ...spec.output, formats: ['parquet'] };
+  if (req.mode === 'continuous' && given === undefined) spec.output = { ...spec.output, formats: ['parquet', 'delta'] };
   const mixed = inputIssues(spec)[0];
   if (mixed) throw new LakeInferError('InvalidRequest', `field '${mixed.path.join('.')}' ${mixed.message}`, { target: mixed.path.join('.') });
   const placement = placementIssues(spec)[0];

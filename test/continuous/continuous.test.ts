@@ -14,6 +14,11 @@ import { readParquetRows } from '../helpers/parquet';
 import type { Manifest } from '../../lib/fanin/finalize';
 import { startLocalHost, type LocalHost } from '../../lib/local/host/host';
 import { readBlob } from '../../lib/storage';
+import { readDeltaLog } from '../../lib/fanin/delta';
+import { DELTA_READ, downloadFolder, needPython, python } from '../helpers/python';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const az = useAzurite();
 
@@ -127,7 +132,7 @@ describe('a continuous job through the local host', () => {
   });
   after(() => host?.stop());
 
-  test('three waves: what is there, then what lands, each image once (duplicate events, rescans); the same bytes uploaded again are skipped; a changed image is inferred again; DELETE stops it with its running totals', async () => {
+  test('three waves: what is there, then what lands, each image once (duplicate events, rescans); the same bytes uploaded again are skipped; a changed image is inferred again; DELETE stops it with its running totals; the Delta table has a version per batch', async (t) => {
     const input = az.service.getContainerClient('live-in');
     const out = az.service.getContainerClient('live-out');
     await input.createIfNotExists();
@@ -195,6 +200,24 @@ describe('a continuous job through the local host', () => {
     assert.deepEqual(rows.map((r) => r['image']).sort(), ['cam/001.png', 'cam/001.png', 'cam/002.png', 'cam/003.png', 'cam/004.png', 'cam/005.png', 'cam/006.png']);
     assert.equal(new Set(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['image_etag'])).size, 2);
     assert.deepEqual(rows.filter((r) => r['image'] === 'cam/001.png').map((r) => r['label']).sort(), ['blue', 'red']);
+    // The same dataset as a Delta table: each batch an atomic append (a version per batch), the
+    // latest version equal to the Parquet rows, no version with an image twice (but 001's two versions).
+    const log = await readDeltaLog(out, 'runs/live/results.parquet/');
+    assert.ok(log.version >= 3, `a version per batch: ${log.version + 1} versions`);
+    assert.deepEqual([...log.files].sort(), [...final.datasets!.results.parts].sort());
+    if (!needPython(t, 'deltalake', 'pyarrow')) return;
+    const dir = mkdtempSync(join(tmpdir(), 'lakeinfer-live-delta-'));
+    await downloadFolder(out, 'runs/live/results.parquet/', dir);
+    const read = python<{ version: number; versions: Record<string, string[]> }>(DELTA_READ, dir);
+    assert.equal(read.version, log.version);
+    assert.deepEqual(read.versions[String(read.version)], rows.map((r) => String(r['image'])).sort());
+    for (const [v, images] of Object.entries(read.versions)) {
+      const once = images.filter((n) => n !== 'cam/001.png');
+      assert.equal(new Set(once).size, once.length, `version ${v}: no image twice`);
+    }
+    const counts = Object.values(read.versions).map((v) => v.length);
+    assert.deepEqual([...counts].sort((a, b) => a - b), counts, 'versions only grow: batches are appends');
+    console.log(`continuous delta: delta-rs reads ${read.version + 1} versions with ${counts.join(', ')} rows`);
   });
 });
 
