@@ -37,7 +37,7 @@ test('npm start: the demo job runs end to end through the local host', async () 
   assert.equal(ds.format, 'parquet');
   assert.equal(ds.removed, 0);
   assert.ok(files.includes('results.parquet'));
-  assert.deepEqual((await readdir(join(jobDir, 'results.parquet'))).sort(), [...ds.parts].sort(), 'the folder holds exactly the listed parts');
+  assert.deepEqual((await readdir(join(jobDir, 'results.parquet'))).sort(), ['_delta_log', ...ds.parts].sort(), 'the folder holds exactly the listed parts and the Delta log');
   const rows: Record<string, unknown>[] = [];
   for (const part of ds.parts) {
     const buf = await readFile(join(jobDir, 'results.parquet', part));

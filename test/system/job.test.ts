@@ -108,7 +108,7 @@ describe('a whole job', () => {
     // Exactly the expected files: plan, parts, results, failures, manifest, per-image results.
     const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
     const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/')).sort();
-    assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl', ...Array.from({ length: 8 }, (_, n) => `results.parquet/part-0000${n}-000000.parquet`)]);
+    assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl', ...Array.from({ length: 8 }, (_, n) => `results.parquet/part-0000${n}-000000.parquet`), 'results.parquet/_delta_log/00000000000000000000.json'].sort());
     // The Parquet dataset: one part per partition, a row per image here (the classifier's top class and its runners-up), failures included.
     assert.deepEqual(manifest.datasets?.results.parts, Array.from({ length: 8 }, (_, n) => `part-0000${n}-000000.parquet`));
     assert.ok(manifest.files.includes(`${p}results.parquet/`));
