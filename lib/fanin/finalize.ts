@@ -15,8 +15,10 @@ import {
   addStages,
   emptyStages,
   LATENCY_BOUNDS_MS,
+  partitionOfPartName,
   partSummaryName,
   pieceFragmentName,
+  pieceSummaryName,
   readAttempts,
   roundStages,
   shortMessage,
@@ -30,7 +32,9 @@ import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, typ
 import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from '../partition/parquet';
 import { commitDelta, DELTA_LOG, type DeltaFile } from './delta';
 import { estimateCost, type CostSettings, type FinalizeInput, type Manifest, type ParquetDataset } from './manifest';
-import { composeBlob, emptyComposeStats, readJson, writeBlob, writeJson, type ComposeStats, type Part } from '../storage';
+import { composeBlob, emptyComposeStats, FragmentChanged, readJson, writeBlob, writeJson, type ComposeStats, type Part } from '../storage';
+import { LakeInferError } from '../util/errors';
+import type { PartitionCounts } from '../job/totals';
 
 export { LATENCY_BOUNDS_MS };
 export { estimateCost };
@@ -53,14 +57,26 @@ export interface FinalizeStats extends ComposeStats {
 }
 
 /** What finalize keeps of each partition while it composes: fragments, or why there are none. */
-type PartInfo = { n: number; pieces: PieceFragments[] } | { n: number; failure: ReportFailure };
+type PartInfo = { n: number; pieces: PieceFragments[]; counts: PartitionCounts } | { n: number; failure: ReportFailure };
+
+/**
+ * Partitions whose fragments changed after their summaries were written: finalize forgot their
+ * summaries (so they run again) and names what they had counted, which the orchestrator takes off
+ * its totals before it runs them again and finalizes once more.
+ */
+export class PartitionsToRecompute extends LakeInferError {
+  constructor(readonly partitions: { n: number; counts: PartitionCounts }[], cause: FragmentChanged) {
+    super('FragmentChanged', `${cause.message}; partition${partitions.length === 1 ? '' : 's'} ${partitions.map((p) => p.n).join(', ')} will run again`, { target: cause.source });
+  }
+}
 
 function* fragmentParts(prefix: string, infos: readonly PartInfo[], kind: FragmentKind): Generator<Part> {
   for (const info of infos) {
     if (!('pieces' in info)) continue;
     for (const p of info.pieces) {
       const f = p[kind];
-      if (f.bytes > 0) yield { key: `${kind}:${info.n}:${p.from}:${f.etag}`, source: pieceFragmentName(prefix, info.n, p.from, kind), offset: 0, count: f.bytes };
+      // Composed only while it is the version the summary recorded (a source condition).
+      if (f.bytes > 0) yield { key: `${kind}:${info.n}:${p.from}:${f.etag}`, source: f.name ?? pieceFragmentName(prefix, info.n, p.from, kind), offset: 0, count: f.bytes, etag: f.etag, ...(f.md5 ? { md5: f.md5 } : {}) };
     }
   }
 }
@@ -108,6 +124,16 @@ async function settleParquetDataset(output: ContainerClient, p: string, infos: r
   }
   await mapLimit(stale, concurrency, (name) => output.getBlobClient(name).deleteIfExists());
   return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length, ...(commit ? { delta: { version: commit.version, committed: commit.committed, added: commit.added, removed: commit.removed } } : {}) };
+}
+
+/** Forgets the summaries of the partition whose fragment changed (it runs again), and says what it had counted. */
+async function forgetChanged(output: ContainerClient, p: string, infos: readonly PartInfo[], err: FragmentChanged): Promise<PartitionsToRecompute> {
+  const n = partitionOfPartName(p, err.source);
+  const info = infos.find((i) => i.n === n);
+  if (n === undefined || !info || !('pieces' in info)) return new PartitionsToRecompute([], err);
+  await output.getBlobClient(partSummaryName(p, n)).deleteIfExists();
+  await mapLimit(info.pieces, 8, (piece) => output.getBlobClient(pieceSummaryName(p, n, piece.from)).deleteIfExists());
+  return new PartitionsToRecompute([{ n, counts: info.counts }], err);
 }
 
 function count(it: Iterable<unknown>): number {
@@ -167,7 +193,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     failuresTotal += sm.failed;
     for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
     if (r.n % sampleStride === 0) for (const x of sm.samples) if (samples.length < MAX_THUMBNAILS) samples.push(x);
-    return { n: r.n, pieces: sm.pieces };
+    return { n: r.n, pieces: sm.pieces, counts: { images: sm.images, succeeded: sm.succeeded, failed: sm.failed, skipped: sm.skipped, detections: sm.detections, wallMs: sm.wallMs } };
   };
   const infos: PartInfo[] = [];
   // In rounds, so that at most one round of whole summaries is in memory.
@@ -177,19 +203,28 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   }
   partitionEnds.sort((a, b) => a[0] - b[0]);
 
-  // Pass 2: compose the three files in storage.
-  const composeOpts = { concurrency, stats, ...(opts.maxBlocks ? { maxBlocks: opts.maxBlocks } : {}) };
-  const numbered = (base: string, ext: string) => (i: number | undefined) => `${p}${base}${i === undefined ? '' : `-${String(i).padStart(5, '0')}`}${ext}`;
-  const formats = input.job.output.formats ?? OUTPUT_FORMATS;
-  const resultsFiles = formats.includes('jsonl') ? await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts) : [];
-  // COCO: '[' + fragments of ',\n{...}' + ']': the first fragment of each file is taken without its comma.
-  const cocoFiles = formats.includes('coco') ? await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts) : [];
-  // Parquet: the pieces wrote their parts in place; the dataset is exactly the parts the summaries
-  // name (a part left by an earlier, differently split run is removed, so readers of the folder see
-  // each image once).
-  const delta = formats.includes('delta') ? { jobId: input.job.jobId, operation: input.provisional ? 'STREAMING UPDATE' : 'WRITE' } : undefined;
-  const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency, delta) : undefined;
-  const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
+  // Pass 2: compose the three files in storage. A fragment that is not the version its summary
+  // recorded is never composed: its partition runs again (PartitionsToRecompute).
+  let composed: { resultsFiles: string[]; cocoFiles: string[]; dataset: ParquetDataset | undefined; failureFiles: string[] };
+  try {
+    const composeOpts = { concurrency, stats, ...(opts.maxBlocks ? { maxBlocks: opts.maxBlocks } : {}) };
+    const numbered = (base: string, ext: string) => (i: number | undefined) => `${p}${base}${i === undefined ? '' : `-${String(i).padStart(5, '0')}`}${ext}`;
+    const formats = input.job.output.formats ?? OUTPUT_FORMATS;
+    const resultsFiles = formats.includes('jsonl') ? await composeBlob(output, { name: numbered('results', '.jsonl') }, count(fragmentParts(p, infos, 'results')), fragmentParts(p, infos, 'results'), composeOpts) : [];
+    // COCO: '[' + fragments of ',\n{...}' + ']': the first fragment of each file is taken without its comma.
+    const cocoFiles = formats.includes('coco') ? await composeBlob(output, { name: numbered('coco_results', '.json'), head: Buffer.from('['), tail: Buffer.from('\n]\n'), skipFirst: 1 }, count(fragmentParts(p, infos, 'coco')), fragmentParts(p, infos, 'coco'), composeOpts) : [];
+    // Parquet: the pieces wrote their parts in place; the dataset is exactly the parts the summaries
+    // name (a part left by an earlier, differently split run is removed, so readers of the folder see
+    // each image once).
+    const delta = formats.includes('delta') ? { jobId: input.job.jobId, operation: input.provisional ? 'STREAMING UPDATE' : 'WRITE' } : undefined;
+    const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency, delta) : undefined;
+    const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
+    composed = { resultsFiles, cocoFiles, dataset, failureFiles };
+  } catch (err) {
+    if (!(err instanceof FragmentChanged)) throw err;
+    throw await forgetChanged(output, p, infos, err);
+  }
+  const { resultsFiles, cocoFiles, dataset, failureFiles } = composed;
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.
   const status: Manifest['status'] = input.provisional ? 'running' : (await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt)).status;

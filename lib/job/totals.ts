@@ -39,6 +39,19 @@ export function addPartition(t: JobTotals, p: PartitionCounts): JobTotals {
   };
 }
 
+/** Takes a partition's counts off again (a partition that runs again: its new counts are added then). */
+export function removePartition(t: JobTotals, p: PartitionCounts): JobTotals {
+  return {
+    ...t,
+    partitionsDone: t.partitionsDone - 1,
+    images: t.images - p.images,
+    succeeded: t.succeeded - p.succeeded,
+    failed: t.failed - p.failed,
+    skipped: t.skipped - p.skipped,
+    detections: t.detections - p.detections,
+  };
+}
+
 /** A partition that exhausted its retries: all its images count as failed. */
 export function addFailedPartition(t: JobTotals, images: number): JobTotals {
   return { ...t, partitionsFailed: t.partitionsFailed + 1, images: t.images + images, failed: t.failed + images };

@@ -6,7 +6,8 @@
  */
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError } from '../util/errors';
-import { finalizeJob, type CostSettings, type FinalizeInput, type Manifest } from '../fanin/finalize';
+import { finalizeJob, PartitionsToRecompute, type CostSettings, type FinalizeInput, type Manifest } from '../fanin/finalize';
+import type { PartitionCounts } from '../job/totals';
 import { claimJobFolder, clearOutcome } from '../job/folder';
 import type { JobSpec } from '../job/request';
 import { ModelCache, type ModelVersion } from '../model';
@@ -39,6 +40,8 @@ export interface ActivityDeps {
 export interface ActivityError {
   code: string;
   message: string;
+  /** FragmentChanged: the partitions finalize forgot, with what each had counted; they run again. */
+  recompute?: { n: number; counts: PartitionCounts }[];
 }
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ActivityError };
@@ -80,6 +83,7 @@ async function outcome<T>(fn: () => Promise<T>, roles?: RolePropagation, what = 
   try {
     return { ok: true, value: await (roles ? whileRolesPropagate(what, fn, roles) : fn()) };
   } catch (err) {
+    if (err instanceof PartitionsToRecompute) return { ok: false, error: { code: err.code, message: err.message, recompute: err.partitions } };
     if (isLakeInferError(err) && !err.retryable) return { ok: false, error: { code: err.code, message: err.message } };
     if (isLakeInferError(err)) throw err;
     // Unknown errors: assume transient (a crash, a timeout) and let the retry policy decide.

@@ -26,7 +26,7 @@ import type { FinalizeInput, Manifest, PartitionFailure } from '../fanin/finaliz
 import type { JobStatus } from '../job/folder';
 import { JobSpecSchema, parseJobSpec, type JobSpec } from '../job/request';
 import { zodPath } from '../util/fieldPath';
-import { addFailedPartition, addPartition, EMPTY_TOTALS, failureReason, jobSucceeded, progressOf, type JobTotals } from '../job/totals';
+import { addFailedPartition, addPartition, EMPTY_TOTALS, failureReason, jobSucceeded, progressOf, removePartition, type JobTotals } from '../job/totals';
 import { addSegment, partitionImages, pruneSegments } from '../job/layout';
 import { MESSAGE_CHARS, shortMessage } from '../partition/parts';
 
@@ -34,6 +34,8 @@ export const ORCHESTRATOR = 'inferenceJob';
 export const PLAN_ACTIVITY = 'planJob';
 export const INFER_ACTIVITY = 'inferPartition';
 export const FINALIZE_ACTIVITY = 'finalizeJob';
+/** Rounds of "a fragment changed: run its partition again, finalize again" before the job fails. */
+const MAX_RECOMPUTE_ROUNDS = 3;
 export const COLLECT_ACTIVITY = 'collectArrivals';
 /** A continuous job's looks that find nothing, per generation, before continueAsNew (bounds its history). */
 export const IDLE_LOOKS_PER_GENERATION = 100;
@@ -306,6 +308,44 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     return undefined;
   }
 
+  // Partitions finalize found changed after their summaries (a fragment rewritten): run again, one
+  // piece after another, their old counts taken off first; then finalize is asked once more.
+  function* recompute(parts: NonNullable<Extract<Outcome<unknown>, { ok: false }>['error']['recompute']>): Generator<Task, void, unknown> {
+    for (const r of parts) {
+      totals = removePartition(totals, r.counts);
+      for (let from = 0; ; ) {
+        const input: PartitionInput = { job: partJob, n: r.n, ...(from > 0 ? { from } : {}), run: s.startedAt, maxAttempts: retry.maxNumberOfAttempts };
+        let res: Outcome<PartitionResult>;
+        try {
+          res = (yield context.df.callActivityWithRetry(INFER_ACTIVITY, retry, input)) as Outcome<PartitionResult>;
+        } catch (err) {
+          fail(r.n, failureOf(err));
+          break;
+        }
+        if (!isOutcome(res)) throw new Error(`ReplayMismatch: partition ${r.n} received ${describe(res)}, which is not the outcome of a partition`);
+        if (!res.ok) {
+          fail(r.n, res.error);
+          break;
+        }
+        if (res.value.done === false) {
+          if (!(res.value.next > from)) throw new Error(`partition ${r.n}: a continuation from ${String(res.value.next)} makes no progress`);
+          from = res.value.next;
+          continue;
+        }
+        totals = addPartition(totals, res.value);
+        break;
+      }
+    }
+  }
+  function* finalizeChecked<T>(status: () => FinalizeInput['status'], provisional = false): Generator<Task, Outcome<T>, unknown> {
+    let r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional))) as Outcome<T>;
+    for (let round = 0; !r.ok && r.error.code === 'FragmentChanged' && (r.error.recompute?.length ?? 0) > 0 && round < MAX_RECOMPUTE_ROUNDS; round++) {
+      yield* recompute(r.error.recompute!);
+      r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional))) as Outcome<T>;
+    }
+    return r;
+  }
+
   // What finalize needs: the same for a continuous job's running totals and for the end.
   const finalizeInput = (status: FinalizeInput['status'], provisional = false): FinalizeInput => ({
     job: s.job,
@@ -321,7 +361,7 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   if (s.job.mode === 'continuous') {
     // Running totals for what completed since the last look (manifest, report, Parquet dataset).
     if (s.reported !== plan.partitions) {
-      const r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput('succeeded', true))) as Outcome<unknown>;
+      const r: Outcome<unknown> = yield* finalizeChecked<unknown>(() => 'succeeded', true);
       if (!r.ok) throw new Error(`${r.error.code}: ${r.error.message}`);
       s = { ...s, reported: plan.partitions };
     }
@@ -347,9 +387,10 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     // Stopped (DELETE): the final manifest and report, with the outcome the stop decided.
   }
 
-  const status = jobSucceeded(totals, s.job.toleratedFailurePercent, s.job.toleratedFailureCount) ? 'succeeded' : 'failed';
+  const statusNow = (): 'succeeded' | 'failed' => (jobSucceeded(totals, s.job.toleratedFailurePercent, s.job.toleratedFailureCount) ? 'succeeded' : 'failed');
   context.df.setCustomStatus(progressOf('finalizing', plan.partitions, plan.total, totals, s.generation));
-  const done = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status))) as Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>>;
+  const done: Outcome<Pick<Manifest, 'status' | 'counts' | 'files'>> = yield* finalizeChecked<Pick<Manifest, 'status' | 'counts' | 'files'>>(statusNow);
+  const status = statusNow();
   if (!done.ok) throw new Error(`${done.error.code}: ${done.error.message}`);
   context.df.setCustomStatus(progressOf('done', plan.partitions, plan.total, totals, s.generation));
   // A cancel decided the outcome first: the manifest says cancelled, and so does the job's output.

@@ -62,10 +62,16 @@ export interface ImageSample {
   labels: string[];
 }
 
-/** A fragment file: its size and the ETag it was written with. */
+/**
+ * A fragment file: its size, the ETag it was written with, and its name (absent in summaries
+ * written before fragments were named per attempt: the piece's plain name).
+ */
 export interface Fragment {
   bytes: number;
   etag: string;
+  name?: string;
+  /** Base64 MD5 of its bytes: composition stages it only if storage reads exactly these. */
+  md5?: string;
 }
 
 export interface PieceFragments {
@@ -128,8 +134,18 @@ export function partSummaryName(jobPrefix: string, n: number): string {
 }
 export type FragmentKind = 'results' | 'coco' | 'failures';
 const FRAGMENT_SUFFIX: Record<FragmentKind, string> = { results: '.results.jsonl', coco: '.coco.json', failures: '.failures.jsonl' };
-export function pieceFragmentName(jobPrefix: string, n: number, from: number, kind: FragmentKind): string {
-  return `${partsPrefix(jobPrefix)}${n}/${from}${FRAGMENT_SUFFIX[kind]}`;
+/**
+ * A piece's fragment. Each attempt of a piece writes its own (`attempt`), so a duplicate attempt
+ * (at-least-once delivery) never rewrites the fragments a completed attempt's summary recorded.
+ */
+export function pieceFragmentName(jobPrefix: string, n: number, from: number, kind: FragmentKind, attempt?: string): string {
+  return `${partsPrefix(jobPrefix)}${n}/${from}${attempt ? `.${attempt}` : ''}${FRAGMENT_SUFFIX[kind]}`;
+}
+
+/** The partition a name under `_parts/` belongs to. */
+export function partitionOfPartName(jobPrefix: string, name: string): number | undefined {
+  const m = /^(\d+)[/.]/.exec(name.startsWith(partsPrefix(jobPrefix)) ? name.slice(partsPrefix(jobPrefix).length) : '');
+  return m ? Number(m[1]) : undefined;
 }
 export function pieceSummaryName(jobPrefix: string, n: number, from: number): string {
   return `${partsPrefix(jobPrefix)}${n}/${from}.json`;

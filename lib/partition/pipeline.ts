@@ -9,6 +9,7 @@
  * idempotent: every output has a deterministic name and is overwritten with the same content, and
  * the partition's summary (_parts/<n>.json) is written last.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { isAuthorizationDenied } from '../storage/roles';
 import type { ContainerClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError, restStatus } from '../util/errors';
@@ -275,10 +276,13 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     if (o.t) addStages(stageMs, o.t);
   });
   roundStages(stageMs);
+  // This attempt's own fragment names: a duplicate attempt racing this one writes beside it.
+  const attempt = randomBytes(4).toString('hex');
   const write = async (kind: FragmentKind, text: string): Promise<Fragment> => {
     const body = Buffer.from(text, 'utf8');
-    const etag = await writeBlob(deps.output, pieceFragmentName(task.jobPrefix, task.n, from, kind), body);
-    return { bytes: body.length, etag: etag as string };
+    const name = pieceFragmentName(task.jobPrefix, task.n, from, kind, attempt);
+    const etag = await writeBlob(deps.output, name, body);
+    return { bytes: body.length, etag: etag as string, name, md5: createHash('md5').update(body).digest('base64') };
   };
   const writeParquet = async (): Promise<PieceFragments['parquet']> => {
     const items: ParquetItem[] = done.map((o, i) => (o.kind === 'failed' ? { failure: o.failure, container: deps.input.containerName, etag: blobs[i]!.etag } : { result: o.result }));

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { ContainerSASPermissions, StorageSharedKeyCredential, type BlockBlobClient, type ContainerClient, type HttpAuthorization } from '@azure/storage-blob';
 import type { TokenCredential } from '@azure/identity';
-import { restStatus } from '../util/errors';
+import { LakeInferError, restStatus } from '../util/errors';
 import { mapLimit } from '../util/concurrency';
 import { collectStream } from './blobs';
 import { storageError } from './clients';
@@ -39,8 +39,22 @@ export function emptyComposeStats(): ComposeStats {
   return { files: 0, blocksFromUrl: 0, blocksFromMemory: 0, blocksReused: 0, bytesFromUrl: 0, bytesThroughProcess: 0, fallbackCopies: 0 };
 }
 
-/** A block: a byte range of a blob in the same container, or bytes in hand. `key` names it uniquely and stably. */
-export type Part = { key: string; source: string; offset: number; count: number } | { key: string; data: Buffer };
+/**
+ * A block: a byte range of a blob in the same container, or bytes in hand. `key` names it uniquely
+ * and stably. A source given with the MD5 of its range is staged only if storage reads exactly those
+ * bytes (x-ms-source-content-md5, checked by the storage service as it copies); one with an `etag`
+ * only while it is still that version (checked before staging; the condition itself where the
+ * bytes come through this process). Either failing is a FragmentChanged naming the source: it is
+ * never composed.
+ */
+export type Part = { key: string; source: string; offset: number; count: number; etag?: string; md5?: string } | { key: string; data: Buffer };
+
+/** The source of a part is no longer the version it was recorded with. */
+export class FragmentChanged extends LakeInferError {
+  constructor(readonly source: string, etag: string) {
+    super('FragmentChanged', `'${source}' changed after it was recorded (it is no longer version ${etag}); it is not composed`, { retryable: true, target: source });
+  }
+}
 
 export interface ComposeSpec {
   /** The file's name; `index` is given when the output needs several files (0, 1, ...). */
@@ -77,6 +91,20 @@ async function sourceAccess(container: ContainerClient): Promise<{ url: (name: s
   }
   // Anonymous: the container URL carries a SAS already.
   return { url: async (name) => container.getBlobClient(name).url, auth: async () => undefined };
+}
+
+const quoted = (etag: string): string => (etag.startsWith('"') ? etag : `"${etag}"`);
+const bare = (etag: string): string => etag.replace(/^"(.*)"$/, '$1');
+
+async function assertVersion(container: ContainerClient, source: string, etag: string): Promise<void> {
+  let now: string | undefined;
+  try {
+    now = (await container.getBlobClient(source).getProperties()).etag;
+  } catch (err) {
+    if (restStatus(err) === 404) throw new FragmentChanged(source, etag);
+    throw storageError(err, 'reading properties', source);
+  }
+  if (bare(now ?? '') !== bare(etag)) throw new FragmentChanged(source, etag);
 }
 
 function blockId(key: string): string {
@@ -124,19 +152,26 @@ export async function composeBlob(container: ContainerClient, spec: ComposeSpec,
       if (urlStaging) {
         try {
           const auth = await access.auth();
-          await b.stageBlockFromURL(id, await access.url(part.source), offset, count, auth ? { sourceAuthorization: auth } : {});
+          // The SDK sends no source conditions on Put Block From URL: without an MD5, the version is checked first.
+          if ((!part.md5 || skip > 0) && part.etag) await assertVersion(container, part.source, part.etag);
+          const md5 = part.md5 && skip === 0 ? { sourceContentMD5: Buffer.from(part.md5, 'base64') } : {};
+          await b.stageBlockFromURL(id, await access.url(part.source), offset, count, { ...(auth ? { sourceAuthorization: auth } : {}), ...md5 });
           stats.blocksFromUrl++;
           stats.bytesFromUrl += count;
           return;
         } catch (err) {
+          if (err instanceof FragmentChanged) throw err;
+          if (restStatus(err) === 400 && part.md5 && /Md5Mismatch/i.test(String((err as { code?: string }).code ?? (err as Error).message))) throw new FragmentChanged(part.source, part.etag ?? part.md5);
           if (restStatus(err) !== 501) throw storageError(err, `staging block from ${part.source}`, b.name);
           urlStaging = false; // this storage cannot: copy through the process from now on
         }
       }
-      const res = await container.getBlobClient(part.source).download(offset, count).catch((err: unknown) => {
+      const res = await container.getBlobClient(part.source).download(offset, count, part.etag ? { conditions: { ifMatch: quoted(part.etag) } } : {}).catch((err: unknown) => {
+        if (restStatus(err) === 412 && part.etag) throw new FragmentChanged(part.source, part.etag);
         throw storageError(err, 'reading part', part.source);
       });
       const data = (await collectStream(res.readableStreamBody!))!;
+      if (part.md5 && skip === 0 && createHash('md5').update(data).digest('base64') !== part.md5) throw new FragmentChanged(part.source, part.etag ?? part.md5);
       await b.stageBlock(id, data, data.length).catch((err: unknown) => {
         throw storageError(err, 'staging block', b.name);
       });

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'ModelInvalid'
   | 'ModelChanged'
   | 'ModelOutputInvalid'
+  | 'FragmentChanged'
   | 'JobSpecConflict'
   | 'OutputConflict'
   | 'JobCancelled'

@@ -30,8 +30,15 @@ describe('inferPartition on Azurite with the real text detector', () => {
     assert.equal(r.done, true);
     return { ...(r as { summary: PartitionSummary }).summary, resumed: (r as { resumed: boolean }).resumed };
   };
-  const partFailuresName = (p: string, n: number) => pieceFragmentName(p, n, 0, 'failures');
-  const partResultsName = (p: string, n: number) => pieceFragmentName(p, n, 0, 'results');
+  /** A partition's fragment, by the name its summary recorded (each attempt writes its own). */
+  const fragmentName = async (p: string, n: number, kind: 'results' | 'failures'): Promise<string> => {
+    const s = (await readJson<PartitionSummary>(output, partSummaryName(p, n)))!;
+    const name = s.pieces[0]![kind].name!;
+    assert.ok(name.startsWith(pieceFragmentName(p, n, 0, kind).replace(/\.[a-z]+\.jsonl$/, '.')), name);
+    return name;
+  };
+  const partFailuresName = (p: string, n: number) => fragmentName(p, n, 'failures');
+  const partResultsName = (p: string, n: number) => fragmentName(p, n, 'results');
 
   before(async () => {
     input = az.service.getContainerClient(uniqueContainer('in'));
@@ -68,7 +75,7 @@ describe('inferPartition on Azurite with the real text detector', () => {
     assert.equal(s0.skipped + s1.skipped, 0);
     const failures: FailureRecord[] = [];
     for (const n of [0, 1]) {
-      const text = (await readBlob(output, partFailuresName(prefix, n)))!.data.toString();
+      const text = (await readBlob(output, await partFailuresName(prefix, n)))!.data.toString();
       failures.push(...text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as FailureRecord));
     }
     assert.deepEqual(Object.fromEntries(failures.map((f) => [f.blob, f.code])), bad);
@@ -85,18 +92,18 @@ describe('inferPartition on Azurite with the real text detector', () => {
       assert.ok(overlay && overlay.data.subarray(1, 4).toString() === 'PNG', `overlay for ${name}`);
     }
     for (const name of Object.keys(bad)) assert.equal(await readBlob(output, outputBlobName(prefix, 'results', name, '.json')), undefined, `no result for ${name}`);
-    const jsonl = [0, 1].map(async (n) => (await readBlob(output, partResultsName(prefix, n)))!.data.toString());
+    const jsonl = [0, 1].map(async (n) => (await readBlob(output, await partResultsName(prefix, n)))!.data.toString());
     const names = (await Promise.all(jsonl)).flatMap((t) => t.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as ImageResult).source.name));
     assert.deepEqual(names.sort(), [...good].sort());
   });
 
   test('a rerun (activity retry) overwrites the same outputs: nothing duplicated or lost', async () => {
     const before = (await listAllBlobs(output, { prefix })).map((b) => b.name).sort();
-    const results0 = (await readBlob(output, partResultsName(prefix, 0)))!.data.toString();
+    const results0 = (await readBlob(output, await partResultsName(prefix, 0)))!.data.toString();
     const again = await whole(task(0));
     const after = (await listAllBlobs(output, { prefix })).map((b) => b.name).sort();
     assert.deepEqual(after, before);
-    const rerun = (await readBlob(output, partResultsName(prefix, 0)))!.data.toString();
+    const rerun = (await readBlob(output, await partResultsName(prefix, 0)))!.data.toString();
     const sources = (t: string) => t.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as ImageResult).source.name);
     assert.deepEqual(sources(rerun), sources(results0));
     assert.equal(new Set(sources(rerun)).size, sources(rerun).length);
@@ -167,7 +174,7 @@ describe('inferPartition on Azurite with the real text detector', () => {
     const s = (r as { summary: PartitionSummary }).summary;
     assert.equal(s.images, 5);
     assert.deepEqual(s.pieces.map((p) => [p.from, p.to]), [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]);
-    const lines = (await Promise.all(s.pieces.map(async (p) => (p.results.bytes ? (await readBlob(output, pieceFragmentName(t.jobPrefix, 0, p.from, 'results')))!.data.toString() : '')))).join('').split('\n').filter(Boolean);
+    const lines = (await Promise.all(s.pieces.map(async (p) => (p.results.bytes ? (await readBlob(output, p.results.name!))!.data.toString() : '')))).join('').split('\n').filter(Boolean);
     assert.equal(lines.length, s.succeeded);
   });
 

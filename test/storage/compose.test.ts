@@ -6,15 +6,16 @@
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { BlobSASPermissions, BlobServiceClient, ContainerSASPermissions, type ContainerClient } from '@azure/storage-blob';
 import { connectionStringFor } from '../../lib/local/azurite/azurite';
-import { finalizeJob, type FinalizeInput } from '../../lib/fanin/finalize';
+import { finalizeJob, PartitionsToRecompute, type FinalizeInput } from '../../lib/fanin/finalize';
 import { EMPTY_TOTALS } from '../../lib/job/totals';
 import { LATENCY_BOUNDS_MS, partSummaryName, pieceFragmentName, type PartitionSummary } from '../../lib/partition/parts';
 import { parseJobRequest } from '../../lib/job/request';
-import { composeBlob, emptyComposeStats, readBlob, writeBlob, writeJson, type Part } from '../../lib/storage';
+import { composeBlob, emptyComposeStats, readBlob, readJson, writeBlob, writeJson, type Part } from '../../lib/storage';
 import { uniqueContainer, useAzurite } from '../helpers/azurite';
 
 const az = useAzurite();
@@ -127,6 +128,86 @@ describe('composeBlob', () => {
   });
 });
 
+/**
+ * Put Block From URL as Azure answers it
+ * (https://learn.microsoft.com/rest/api/storageservices/put-block-from-url, "Request headers" and
+ * "Authorization"; error codes from https://learn.microsoft.com/rest/api/storageservices/blob-service-error-codes).
+ */
+describe('the emulator\'s Put Block From URL answers as Azure does', () => {
+  const id = Buffer.from('y'.repeat(32)).toString('base64');
+  const body = '0123456789abcdef';
+  const status = (s: number, code?: string) => (err: unknown) => (err as { statusCode?: number }).statusCode === s && (code === undefined || (err as { code?: string }).code === code);
+  const sas = (ms: number, perms = 'r') => c.getBlobClient('src/a.txt').generateSasUrl({ permissions: BlobSASPermissions.parse(perms), expiresOn: new Date(Date.now() + ms) });
+  const staged = async (name: string) => {
+    await c.getBlockBlobClient(name).commitBlockList([id]);
+    return text(c, name);
+  };
+  let etag = '';
+  before(async () => {
+    etag = (await writeBlob(c, 'src/a.txt', body)) as string;
+  });
+
+  test('Azure answers 403/404 CannotVerifyCopySource to a source URL without authorization on a private container', async () => {
+    await assert.rejects(c.getBlockBlobClient('out/noauth').stageBlockFromURL(id, c.getBlobClient('src/a.txt').url, 0, 4), (err: unknown) => [403, 404].includes((err as { statusCode?: number }).statusCode ?? 0) && (err as { code?: string }).code === 'CannotVerifyCopySource');
+  });
+
+  test('Azure answers 403 to a SAS that has expired since it was first accepted (never remembered)', async () => {
+    const url = await sas(1500);
+    await c.getBlockBlobClient('out/exp').stageBlockFromURL(id, url, 0, 4);
+    await new Promise((r) => setTimeout(r, 2500));
+    await assert.rejects(c.getBlockBlobClient('out/exp').stageBlockFromURL(id, url, 0, 4), status(403, 'CannotVerifyCopySource'));
+  });
+
+  test('Azure answers 403 to a SAS without read permission, and to one whose stored access policy was revoked', async () => {
+    await assert.rejects(c.getBlockBlobClient('out/w').stageBlockFromURL(id, await sas(60_000, 'w'), 0, 4), status(403, 'CannotVerifyCopySource'));
+    const pc = az.service.getContainerClient(uniqueContainer('policy'));
+    await pc.create();
+    await writeBlob(pc, 'a.txt', body);
+    await pc.setAccessPolicy(undefined, [{ id: 'readers', accessPolicy: { permissions: 'r', startsOn: new Date(Date.now() - 60_000), expiresOn: new Date(Date.now() + 3600_000) } }]);
+    const url = `${pc.getBlobClient('a.txt').url}${new URL(await pc.generateSasUrl({ identifier: 'readers' })).search}`;
+    await c.getBlockBlobClient('out/pol').stageBlockFromURL(id, url, 0, 4);
+    await pc.setAccessPolicy(undefined, []);
+    await assert.rejects(c.getBlockBlobClient('out/pol').stageBlockFromURL(id, url, 0, 4), status(403, 'CannotVerifyCopySource'));
+  });
+
+  test('a source URL naming another host is refused, never served from this account', async () => {
+    const url = new URL(await sas(60_000));
+    url.hostname = url.hostname === 'localhost' ? '127.0.0.1' : 'localhost';
+    await assert.rejects(c.getBlockBlobClient('out/host').stageBlockFromURL(id, url.toString(), 0, 4), status(404, 'CannotVerifyCopySource'));
+  });
+
+  test('Azure answers 412 SourceConditionNotMet when x-ms-source-if-match / -if-none-match / -if-modified-since / -if-unmodified-since do not hold', async () => {
+    const url = await sas(60_000);
+    const b = c.getBlockBlobClient('out/cond');
+    // The SDK's BlockBlobClient.stageBlockFromURL sends no source conditions; its generated
+    // operation (the REST call as specified) does.
+    type Conditions = { sourceIfMatch?: string; sourceIfNoneMatch?: string; sourceIfModifiedSince?: Date; sourceIfUnmodifiedSince?: Date };
+    const op = (b as unknown as { blockBlobContext: { stageBlockFromURL(id: string, len: number, url: string, o: { sourceRange: string; sourceModifiedAccessConditions: Conditions }): Promise<unknown> } }).blockBlobContext;
+    const stage = (cond: Conditions) => op.stageBlockFromURL(id, 0, url, { sourceRange: 'bytes=0-3', sourceModifiedAccessConditions: cond });
+    await assert.rejects(stage({ sourceIfMatch: '"0x8D0000000000000"' }), status(412, 'SourceConditionNotMet'));
+    await assert.rejects(stage({ sourceIfNoneMatch: `"${etag}"` }), status(412, 'SourceConditionNotMet'));
+    await assert.rejects(stage({ sourceIfModifiedSince: new Date(Date.now() + 3600_000) }), status(412, 'SourceConditionNotMet'));
+    await assert.rejects(stage({ sourceIfUnmodifiedSince: new Date(Date.now() - 3600_000) }), status(412, 'SourceConditionNotMet'));
+    await stage({ sourceIfMatch: `"${etag}"`, sourceIfNoneMatch: '"other"', sourceIfUnmodifiedSince: new Date(Date.now() + 3600_000) });
+    assert.equal(await staged('out/cond'), body.slice(0, 4));
+  });
+
+  test('Azure answers 400 Md5Mismatch when x-ms-source-content-md5 is not the MD5 of the range read', async () => {
+    const url = await sas(60_000);
+    const b = c.getBlockBlobClient('out/md5');
+    await assert.rejects(b.stageBlockFromURL(id, url, 4, 4, { sourceContentMD5: createHash('md5').update('nope').digest() }), status(400, 'Md5Mismatch'));
+    await b.stageBlockFromURL(id, url, 4, 4, { sourceContentMD5: createHash('md5').update(body.slice(4, 8)).digest() });
+    assert.equal(await staged('out/md5'), body.slice(4, 8));
+  });
+
+  test('x-ms-source-range follows HTTP: bytes=N- is from N to the end; a range past the end is 416', async () => {
+    const url = await sas(60_000);
+    await c.getBlockBlobClient('out/open').stageBlockFromURL(id, url, 5);
+    assert.equal(await staged('out/open'), body.slice(5));
+    await assert.rejects(c.getBlockBlobClient('out/past').stageBlockFromURL(id, url, body.length + 3, 2), status(416));
+  });
+});
+
 describe('finalize by composition', () => {
   const job = parseJobRequest({ jobId: 'fin', input: { container: 'images' }, output: { container: 'results' }, model: { name: 'm' }, partitionSize: 4 }, new Date('2026-01-01T00:00:00Z'));
 
@@ -200,5 +281,37 @@ describe('finalize by composition', () => {
     }
     assert.equal(through[0], through[1], `bytes through the process: ${through.join(' vs ')}`);
     assert.ok(through[0]! < 1024, 'only the brackets and the failed partition line');
+  });
+  test('a fragment rewritten after its summary recorded it is never composed: finalize forgets that partition (it runs again) and says what it had counted', async () => {
+    for (const how of ['by etag (a summary without MD5s)', 'by MD5 (checked by storage as it copies)']) {
+      const out = az.service.getContainerClient(uniqueContainer('forged'));
+      await out.create();
+      await synthetic(out, 6, 10);
+      if (how.startsWith('by MD5')) {
+        // The summaries as the pipeline writes them now: each fragment's MD5 beside its ETag.
+        for (const n of [0, 1, 2, 4, 5]) {
+          const sm = (await readJson<PartitionSummary>(out, partSummaryName(job.jobPrefix, n)))!;
+          for (const p of sm.pieces) for (const k of ['results', 'coco', 'failures'] as const) p[k].md5 = createHash('md5').update((await readBlob(out, pieceFragmentName(job.jobPrefix, n, p.from, k)))!.data).digest('base64');
+          await writeJson(out, partSummaryName(job.jobPrefix, n), sm);
+        }
+      }
+      const forged = pieceFragmentName(job.jobPrefix, 2, 0, 'results');
+      const original = await text(out, forged);
+      // Same length (the recorded byte count still fits), other bytes: a forged line.
+      await writeBlob(out, forged, original.replace('img/2-0.jpg', 'img/9-9.jpg'));
+      const err = await finalizeJob(out, input(6), { instanceMemoryMB: 2048, pricePerGbSecond: 0.000026 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof PartitionsToRecompute, `${how}: ${String(err)}`);
+      assert.equal(err.code, 'FragmentChanged');
+      assert.deepEqual(err.partitions, [{ n: 2, counts: { images: 4, succeeded: 4, failed: 0, skipped: 0, detections: 4, wallMs: 10 } }]);
+      assert.match(err.message, /fin\/_parts\/2\/0\.results\.jsonl.*partition 2 will run again/);
+      assert.equal(await readBlob(out, partSummaryName(job.jobPrefix, 2)), undefined, `${how}: its summary is gone, so the partition runs again`);
+      assert.ok(await readBlob(out, partSummaryName(job.jobPrefix, 1)), 'the others stay');
+      const composed = await readBlob(out, 'fin/results.jsonl');
+      assert.ok(!composed || !composed.data.toString().includes('img/9-9.jpg'), `${how}: the forged line is nowhere`);
+      assert.equal(await readBlob(out, 'fin/_manifest.json'), undefined, 'no manifest for a job whose fan-in did not complete');
+    }
   });
 });

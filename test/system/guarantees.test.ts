@@ -22,6 +22,7 @@ import { downloadOutputs } from '../../lib/cli/outputs';
 import { ModelCache, analyzeImage } from '../../lib/model';
 import { DEFAULT_LIMITS } from '../../lib/model/preprocess';
 import type { ImageResult } from '../../lib/partition/pipeline';
+import { partSummaryName, type PartitionSummary } from '../../lib/partition/parts';
 import { listAllBlobs, maskConnectionString, readBlob, readJson, writeBlob, writeJson, writePlan } from '../../lib/storage';
 import { uniqueContainer, useAzurite } from '../helpers/azurite';
 import { registeredFunctions } from '../helpers/host';
@@ -277,6 +278,47 @@ describe('cancel and finalize never disagree', () => {
     assert.equal(r.cancelled, 409);
     assert.equal(r.s.runtimeStatus, 'Completed');
     assert.equal(r.manifest.status, 'succeeded');
+  });
+});
+
+describe('composition never trusts a fragment blindly', () => {
+  test('a fragment rewritten between its summary and finalize: never composed, its partition runs again, the job has each image once', async () => {
+    const calls: string[] = [];
+    let forged = '';
+    const s = await runJob('forge-1', {}, async (name, input, _attempt, run) => {
+      const n = (input as { n?: number }).n;
+      calls.push(n === undefined ? name : `${name}:${n}`);
+      if (name === 'finalizeJob' && !forged) {
+        // Someone rewrites partition 1's results fragment after its summary recorded it.
+        const sm = (await readJson<PartitionSummary>(out, partSummaryName('g/forge-1/', 1)))!;
+        forged = sm.pieces[0]!.results.name!;
+        const original = (await readBlob(out, forged))!.data.toString();
+        await writeBlob(out, forged, original.replace(/"name":"a\/(\d)\.png"/, '"name":"a/X.png"'));
+      }
+      return run();
+    });
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    assert.deepEqual(calls.filter((c) => c === 'inferPartition:1').length, 2, `partition 1 ran again: ${calls.join(' ')}`);
+    assert.equal(calls.filter((c) => c === 'finalizeJob').length, 2);
+    const names = (await results('g/forge-1/')).map((r) => r.source.name).sort();
+    assert.deepEqual(names, ['a/0.png', 'a/1.png', 'a/2.png', 'a/3.png', 'a/4.png', 'a/5.png'], 'each image once, no forged line');
+    const m = (await readJson<Manifest>(out, 'g/forge-1/_manifest.json'))!;
+    // The rerun finds its images' per-image results (skipExisting) and counts them skipped.
+    assert.deepEqual([m.status, m.counts.images, m.counts.succeeded + m.counts.skipped, m.counts.failed, m.counts.partitionsFailed], ['succeeded', 6, 6, 0, 0]);
+  });
+
+  test('a duplicate attempt racing the first (at-least-once delivery) writes beside it: the job has each image once', async () => {
+    const s = await runJob('dup-1', {}, async (name, input, _attempt, run) => {
+      if (name !== 'inferPartition' || (input as { n: number }).n !== 0) return run();
+      // The same message delivered twice at once: both attempts run to the end.
+      const [first] = await Promise.all([run(), run()]);
+      return first;
+    });
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    const names = (await results('g/dup-1/')).map((r) => r.source.name).sort();
+    assert.deepEqual(names, ['a/0.png', 'a/1.png', 'a/2.png', 'a/3.png', 'a/4.png', 'a/5.png']);
+    const fragments = (await listAllBlobs(out, { prefix: 'g/dup-1/_parts/0/' })).map((b) => b.name).filter((n) => n.endsWith('.results.jsonl'));
+    assert.equal(fragments.length, 2, `each attempt its own fragment: ${fragments.join(', ')}`);
   });
 });
 
