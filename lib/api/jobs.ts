@@ -6,7 +6,7 @@
  */
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { isLakeInferError, LakeInferError } from '../util/errors';
-import { clearOutcome, decideOutcome, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from '../job/folder';
+import { clearOutcome, decideOutcome, enclosedJob, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from '../job/folder';
 import { jobOf, parseJobRequest, requestOf, specDifferences, specDigest, type JobSpec } from '../job/request';
 import type { JobProgress } from '../job/totals';
 import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from '../orchestration/orchestrator';
@@ -153,6 +153,8 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
   if (output && (await output.exists())) {
     const other = await enclosingJob(output, job.jobPrefix);
     if (other) return error(409, new LakeInferError('OutputConflict', `the job folder '${job.jobPrefix}' would lie inside the folder of job '${other}'; choose another output.prefix`, { target: 'output.prefix' }));
+    const inner = await enclosedJob(output, job.jobPrefix);
+    if (inner) return error(409, new LakeInferError('OutputConflict', `the job folder '${job.jobPrefix}' would contain the folder of job '${inner}'; choose another output.prefix or jobId`, { target: 'output.prefix' }));
     // A job whose orchestration history is gone still has its folder: the same rule applies.
     const record = previous ? undefined : await readJson<JobRecord>(output, jobRecordName(job.jobPrefix));
     if (record && !job.restart && record.digest !== specDigest(job)) return conflict(specDifferences(record.spec, job));

@@ -46,10 +46,38 @@ export async function enclosingJob(output: ContainerClient, prefix: string): Pro
   return undefined;
 }
 
-/** Deletes everything under the prefix (a restart's clean slate), 32 deletes at a time, page by page. */
+/**
+ * Every job folder a container holds is registered under `_lakeinfer/folders/<job prefix>.folder`,
+ * so "does this folder contain another job's?" is one short listing, however many files the folders hold.
+ */
+export const FOLDER_REGISTRY = '_lakeinfer/folders/';
+export const folderRegistryName = (prefix: string): string => `${FOLDER_REGISTRY}${prefix}.folder`;
+
+/** A job folder inside this one (registered, or met while listing), if any. */
+export async function enclosedJob(output: ContainerClient, prefix: string): Promise<string | undefined> {
+  const own = folderRegistryName(prefix);
+  for await (const page of listBlobPages(output, { prefix: `${FOLDER_REGISTRY}${prefix}`, pageSize: 5 })) {
+    for (const b of page.items) if (b.name !== own && b.name.endsWith('/.folder')) return b.name.slice(FOLDER_REGISTRY.length, -'.folder'.length);
+  }
+  return undefined;
+}
+
+/** The registration of a job folder (written when the job takes it). */
+export async function registerFolder(output: ContainerClient, job: Pick<JobSpec, 'jobId' | 'jobPrefix'>): Promise<void> {
+  await writeJson(output, folderRegistryName(job.jobPrefix), { jobId: job.jobId, jobPrefix: job.jobPrefix });
+}
+
+/**
+ * Deletes everything under the prefix (a restart's clean slate), 32 deletes at a time, page by
+ * page. Another job's folder met on the way (a `_job.json` below this folder's own) stops it with an
+ * OutputConflict before anything of that page is deleted.
+ */
 export async function emptyFolder(output: ContainerClient, prefix: string): Promise<number> {
   let n = 0;
+  const own = jobRecordName(prefix);
   for await (const page of listBlobPages(output, { prefix, pageSize: 1000 })) {
+    const inner = page.items.find((b) => b.name !== own && (b.name.endsWith('/_job.json') || b.name === '_job.json'));
+    if (inner) throw new LakeInferError('OutputConflict', `the folder '${prefix}' holds the folder of another job ('${inner.name.slice(0, -'_job.json'.length)}'); it is not emptied`, { target: 'output.prefix' });
     await mapLimit(page.items, 32, async (b) => {
       try {
         await output.deleteBlob(b.name);
@@ -73,13 +101,19 @@ export async function claimJobFolder(output: ContainerClient, job: JobSpec): Pro
   if (other) {
     throw new LakeInferError('OutputConflict', `the job folder '${job.jobPrefix}' lies inside the folder of job '${other}' in container '${output.containerName}'; choose another output.prefix`, { target: 'output.prefix' });
   }
+  const inner = await enclosedJob(output, job.jobPrefix);
+  if (inner) {
+    throw new LakeInferError('OutputConflict', `the job folder '${job.jobPrefix}' would contain the folder of another job ('${inner}') in container '${output.containerName}'; choose another output.prefix or jobId`, { target: 'output.prefix' });
+  }
   const record: JobRecord = { jobId: job.jobId, executionId: job.executionId, digest: specDigest(job), spec: job, writtenAt: job.submittedAt };
   const existing = await readJson<JobRecord>(output, jobRecordName(job.jobPrefix));
   if (!existing) {
+    await registerFolder(output, job);
     await writeJson(output, jobRecordName(job.jobPrefix), record);
     return 'new';
   }
   if (existing.executionId === job.executionId) return 'ours';
+  await registerFolder(output, job); // folders taken before the registry existed get registered on their next run
   if (job.restart) {
     await emptyFolder(output, job.jobPrefix);
     await writeJson(output, jobRecordName(job.jobPrefix), record);

@@ -29,6 +29,9 @@ const blobPrefix = z
   })
   .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), "must not contain '.' or '..' segments")
   .refine((p) => !p.includes('\\'), 'must not contain backslashes');
+/** Names lakeinfer keeps for its own files: never a segment of an output prefix. */
+export const RESERVED_SEGMENTS = ['_lakeinfer', '_parts', '_plan', '_delta_log'] as const;
+const outputPrefix = blobPrefix.refine((p) => !p.split('/').some((s) => (RESERVED_SEGMENTS as readonly string[]).includes(s)), `must not use a reserved folder name (${RESERVED_SEGMENTS.join(', ')})`);
 /** A blob name (a manifest file): as a prefix, but not empty and not a folder. */
 const blobName = blobPrefix.refine((p) => p.length > 0 && !p.endsWith('/'), 'must name a blob (not empty, not ending with /)');
 /** A time on a listing filter: ISO 8601 with a time zone (Z or an offset). */
@@ -100,7 +103,7 @@ export const JobRequestSchema = z
     input: z
       .object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional() })
       .strict(),
-    output: z.object({ container, prefix: blobPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats }).strict(),
+    output: z.object({ container, prefix: outputPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize: partitionSize.default(64),
     maxParallelPartitions: maxParallelPartitions.default(32),
@@ -162,7 +165,7 @@ export const JobSpecSchema = z
     jobId,
     jobPrefix: z.string().min(1).max(1024),
     input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional() }).strict(),
-    output: z.object({ container, prefix: blobPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats }).strict(),
+    output: z.object({ container, prefix: outputPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
     maxParallelPartitions,

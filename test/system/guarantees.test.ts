@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
 import { closeDefaultActivities, defaultActivities } from '../../lib/orchestration/activities';
-import { cancelJob } from '../../lib/api/jobs';
+import { cancelJob, submitJob } from '../../lib/api/jobs';
+import { emptyFolder, folderRegistryName } from '../../lib/job/folder';
 import { resetSettingsCache } from '../../lib/util/config';
 import { LakeInferError } from '../../lib/util/errors';
 import type { Manifest } from '../../lib/fanin/finalize';
@@ -231,6 +232,29 @@ describe('outputs cannot feed back into inputs or collide with another job', () 
     assert.equal((await runJob('host-job')).runtimeStatus, 'Completed');
     const r = await defaultActivities().planJob(parseJobRequest(request('nested', { output: { container: 'results', prefix: 'g/host-job/' } })));
     assert.ok(!r.ok && r.error.code === 'OutputConflict', JSON.stringify(r));
+  });
+
+  test('job folders never nest the other way: a folder that would contain another job\'s is refused (API 409, plan OutputConflict), and a restart never empties one', async () => {
+    // 'inner' lives in g/outer/deep/inner/; a job 'outer' under g/ would contain it.
+    assert.equal((await runJob('inner', { output: { container: 'results', prefix: 'g/outer/deep/' } })).runtimeStatus, 'Completed');
+    const innerFiles = (await listAllBlobs(out, { prefix: 'g/outer/deep/inner/' })).map((b) => b.name).sort();
+    assert.ok(innerFiles.includes('g/outer/deep/inner/results.jsonl'));
+    const plan = await defaultActivities().planJob(parseJobRequest(request('outer')));
+    assert.ok(!plan.ok && plan.error.code === 'OutputConflict' && /would contain the folder of another job \('g\/outer\/deep\/inner\/'\)/.test(plan.error.message), JSON.stringify(plan));
+    const client = { start: () => Promise.reject(new Error('must not start')), status: () => Promise.resolve(undefined), terminate: () => Promise.resolve(), purge: () => Promise.resolve(), list: () => Promise.resolve([]) };
+    const api = await submitJob(client as never, request('outer'), 'http://x', { storage: () => Promise.resolve(az.service) });
+    assert.equal(api.status, 409, JSON.stringify(api.body));
+    assert.match(JSON.stringify(api.body), /OutputConflict.*g\/outer\/deep\/inner\//);
+    // A folder taken before folders were registered (no registration): a restart stops at the inner job's _job.json.
+    await out.getBlobClient(folderRegistryName('g/outer/deep/inner/')).delete();
+    await assert.rejects(emptyFolder(out, 'g/outer/'), code('OutputConflict', /holds the folder of another job \('g\/outer\/deep\/inner\/'\)/));
+    assert.deepEqual((await listAllBlobs(out, { prefix: 'g/outer/deep/inner/' })).map((b) => b.name).sort(), innerFiles, 'the inner job keeps all its files');
+  });
+
+  test('reserved folder names are refused as output prefixes, naming the field', () => {
+    for (const prefix of ['_lakeinfer/continuous/', 'a/_parts/', '_plan/', 'x/_delta_log/']) {
+      assert.throws(() => parseJobRequest(request('r', { output: { container: 'results', prefix } })), (e: unknown) => e instanceof LakeInferError && e.code === 'InvalidRequest' && e.target === 'output.prefix' && /reserved folder name/.test(e.message), prefix);
+    }
   });
 });
 

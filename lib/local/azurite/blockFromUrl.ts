@@ -113,7 +113,10 @@ export function installPutBlockFromUrl(azuriteRoot: string): void {
     // Authorization, now: the source's SAS (in its URL), a bearer token, or a public container.
     const auth = options.copySourceAuthorization;
     if (auth !== undefined && !/^Bearer\s+\S+$/i.test(auth)) throw Errors['getCannotVerifyCopySource']!(id, 400, 'x-ms-copy-source-authorization must be "Bearer <token>"');
-    const access = await checkSourceAccess(sourceUrl, auth);
+    // The check goes over HTTP to this endpoint's own address (as Azurite checks copy sources); a
+    // failure of that request itself is the service's (503, retryable), not a refusal of the source.
+    const access = await checkSourceAccess(sourceUrl, auth).catch((err: unknown) => ({ status: 503, message: `the source could not be checked: ${(err as Error).message}` }));
+    if (access.status >= 500) throw new StorageError(503, 'ServerBusy', access.message ?? 'The source could not be checked; retry.', id);
     if (access.status !== 200) {
       throw Errors['getCannotVerifyCopySource']!(id, access.status === 404 ? 404 : 403, access.message ?? (access.status === 404 ? 'The specified resource does not exist.' : 'The source is not readable with the authorization given'));
     }
