@@ -199,3 +199,38 @@ test('the storage emulator killed alone mid-job: the host notices, restarts it o
     await host.stop();
   }
 });
+
+test('every acknowledged write is saved before its answer: a continuous job\'s cancel (a blob write, no terminate) survives the emulator killed right after the 202', async () => {
+  const logs: string[] = [];
+  const dataDir = await mkdtemp(join(tmpdir(), 'lakeinfer-ackcancel-'));
+  const host = await startLocalHost({ azuriteLocation: dataDir, activityProcesses: 1, settings: { MODELS_CONTAINER: 'models' }, log: (m) => logs.push(m), activityOutput: () => undefined });
+  try {
+    const service = BlobServiceClient.fromConnectionString(host.connectionString);
+    const models = service.getContainerClient('models');
+    await models.create();
+    await writeBlob(models, 'colours/model.onnx', Buffer.from(classifierFixture()));
+    await writeJson(models, 'colours/model.json', classifierSpec());
+    await service.getContainerClient('cam').create();
+    await host.azurite!.flush();
+    const r = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify({ jobId: 'ack-cont', mode: 'continuous', pollSeconds: 3600, input: { container: 'cam' }, output: { container: 'results' }, model: { name: 'colours' } }) });
+    assert.equal(r.status, 202);
+    // Watching: waiting an hour for its next look.
+    for (let i = 0; i < 600; i++) {
+      const s = (await (await fetch(`${host.url}/api/jobs/ack-cont`)).json()) as { progress?: { phase?: string } };
+      if (s.progress?.phase === 'watching') break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const first = host.azurite!.process;
+    const del = await fetch(`${host.url}/api/jobs/ack-cont`, { method: 'DELETE' });
+    assert.equal(del.status, 202);
+    // The emulator dies the moment the answer is out (it saves on its own only every 5 s).
+    first.kill('SIGKILL');
+    for (let i = 0; i < 300 && !logs.some((l) => /storage emulator is back/.test(l)); i++) await new Promise((res) => setTimeout(res, 100));
+    assert.ok(logs.some((l) => /storage emulator is back/.test(l)), logs.join('\n'));
+    const outcome = await readBlob(service.getContainerClient('results'), 'ack-cont/_outcome.json');
+    assert.ok(outcome, 'the acknowledged cancel is there after the emulator restarted');
+    assert.equal((JSON.parse(outcome.data.toString()) as { status: string }).status, 'cancelled');
+  } finally {
+    await host.stop();
+  }
+});

@@ -9,7 +9,13 @@ import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/fu
 import type { RegisteredFunction } from './functionsHost';
 import { decodeSegment, readBody, routeRegex, send } from './http';
 
-export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>, clientData: () => Record<string, unknown>, log: (m: string) => void) {
+/**
+ * `beforeAcknowledge`: what makes storage durable (the emulator's save). Every request that can
+ * write (not GET/HEAD) waits for it before its answer goes out, whatever it wrote: a job start, a
+ * cancel of either kind of job (a continuous job's cancel is only a blob write), a restart, a retry,
+ * a purge. One path: decide, save, then answer.
+ */
+export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>, clientData: () => Record<string, unknown>, log: (m: string) => void, beforeAcknowledge?: () => Promise<void>) {
   const routes = [...functions.values()]
     .filter((f) => f.trigger.type === 'httpTrigger')
     .map((f) => ({ f, methods: (f.trigger.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()), ...routeRegex(String(f.trigger.route ?? f.name)) }));
@@ -36,6 +42,7 @@ export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>,
       });
       for (const b of extraInputs) if (b.type === 'durableClient' || b.type === 'orchestrationClient') context.extraInputs.set(b.name, clientData());
       const out = (await h.f.handler(request, context)) as HttpResponseInit | undefined;
+      if (beforeAcknowledge && req.method !== 'GET' && req.method !== 'HEAD') await beforeAcknowledge();
       const hdrs: Record<string, string> = {};
       if (out?.headers) for (const [k, v] of Object.entries(out.headers as Record<string, string>)) hdrs[k] = String(v);
       if (out?.jsonBody !== undefined) return send(res, out.status ?? 200, out.jsonBody, hdrs);

@@ -172,7 +172,7 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     },
     ...(persistent ? { beforeAcknowledge: () => azurite!.flush() } : {}),
   });
-  const api = httpTriggers(functions, clientData, log);
+  const api = httpTriggers(functions, clientData, log, persistent ? () => azurite!.flush() : undefined);
 
   const server: Server = createServer((req, res) => {
     let url: URL;
