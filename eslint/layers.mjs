@@ -4,8 +4,8 @@
  * circles, type-only imports included). Relative imports are resolved as TypeScript does.
  *
  *   cli > local/host > local/durable > local/functions > local/azurite > functions (the triggers)
- *   > api > orchestration > fanin > partition, continuous > job, operator, deploy > model > storage
- *   > util
+ *   > api > orchestration > fanin > partition, continuous > job, operator, deploy > model, video > storage
+ *   > util (video sits beside model)
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -14,6 +14,7 @@ export const LAYERS = {
   'lib/util': 0,
   'lib/storage': 1,
   'lib/model': 2,
+  'lib/video': 2,
   'lib/job': 3,
   'lib/operator': 3,
   'lib/deploy': 3,

@@ -28,6 +28,9 @@ export type ErrorCode =
   | 'ImageEmpty'
   | 'ImageDecodeFailed'
   | 'InferenceFailed'
+  | 'VideoDecodeFailed'
+  | 'VideoUnsupported'
+  | 'VideoTooLarge'
   | 'Internal';
 
 export class LakeInferError extends Error {
