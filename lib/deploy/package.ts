@@ -97,6 +97,14 @@ export async function verifyStaged(appDir: string, target: Target = TARGET): Pro
     [`onnxruntime binding for ${target.os}/${target.cpu}`, new RegExp(`^node_modules/onnxruntime-node/bin/napi-v\\d+/${target.os}/${target.cpu}/onnxruntime_binding\\.node$`)],
   ];
   for (const [what, re] of need) if (!files.some((f) => re.test(f))) problems.push(`missing ${what}`);
+  // ffmpeg for videos: the static build inside its registry package, runnable (staging skips the
+  // package's chmod script: the bit must come with the tarball).
+  if (target.os === 'linux' && target.cpu === 'x64') {
+    const ffmpeg = join(appDir, 'node_modules', '@ffmpeg-installer', 'linux-x64', 'ffmpeg');
+    const mode = await stat(ffmpeg).then((st) => st.mode, () => undefined);
+    if (mode === undefined) problems.push('missing ffmpeg for linux-x64 (@ffmpeg-installer/linux-x64)');
+    else if ((mode & 0o111) === 0) problems.push('ffmpeg for linux-x64 is not executable');
+  }
   for (const f of files) if (excluded(f, target)) problems.push(`should not ship: ${f}`);
   const otherNative = files.filter((f) => f.endsWith('.node') && !f.includes(`/${plat}/`) && !f.includes(`sharp-${plat}`) && !f.includes(`/${target.os}/${target.cpu}/`));
   for (const f of otherNative) problems.push(`native binary for another platform: ${f}`);
@@ -125,7 +133,7 @@ export async function stageApp(root: string, appDir: string, target: Target = TA
   }
   await copyFile(join(root, 'host.json'), join(appDir, 'host.json'));
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as Record<string, unknown>;
-  const slim = { name: pkg['name'], version: pkg['version'], private: true, main: pkg['main'], type: pkg['type'], engines: { node: `>=${FUNCTIONS_NODE_VERSION}` }, dependencies: pkg['dependencies'] };
+  const slim = { name: pkg['name'], version: pkg['version'], private: true, main: pkg['main'], type: pkg['type'], engines: { node: `>=${FUNCTIONS_NODE_VERSION}` }, dependencies: pkg['dependencies'], optionalDependencies: pkg['optionalDependencies'] };
   await writeFile(join(appDir, 'package.json'), `${JSON.stringify(slim, null, 2)}\n`);
   // The lock pins the same versions as development; npm prunes the dev entries.
   await copyFile(join(root, 'package-lock.json'), join(appDir, 'package-lock.json'));

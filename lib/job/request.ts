@@ -65,6 +65,19 @@ const extensions = z
   .array(z.string().regex(/^\.[A-Za-z0-9]{1,10}$/, "must look like '.jpg'"))
   .min(1)
   .max(32);
+/** Which frames of each video a job takes (lib/video/frames.ts). */
+const video = z
+  .object({
+    everyNthFrame: z.number().int().min(1).max(100_000).optional(),
+    fps: z.number().positive().max(1000).optional(),
+    start: z.number().min(0).optional(),
+    end: z.number().positive().optional(),
+    maxFrames: z.number().int().min(1).max(10_000_000).optional(),
+  })
+  .strict()
+  .refine((v) => v.everyNthFrame === undefined || v.fps === undefined, { message: 'takes everyNthFrame or fps, not both', path: ['fps'] })
+  .refine((v) => v.start === undefined || v.end === undefined || v.end > v.start, { message: 'must be after start', path: ['end'] });
+export type VideoSampling = z.infer<typeof video>;
 const partitionSize = z.number().int().min(1).max(10_000);
 /** Partitions in flight at once; bounds the load on storage and instances. */
 const maxParallelPartitions = z.number().int().min(1).max(1000);
@@ -101,7 +114,7 @@ export const JobRequestSchema = z
   .object({
     jobId: jobId.optional(),
     input: z
-      .object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional() })
+      .object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), video: video.optional() })
       .strict(),
     output: z.object({ container, prefix: outputPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
@@ -130,7 +143,7 @@ export interface JobSpec {
    * What to infer: the blobs under `prefix` with `extensions` (last modified within
    * [modifiedSince, modifiedBefore) when given), or those a manifest lists (the same filters apply).
    */
-  input: { container: string; prefix: string; extensions: string[]; maxItems?: number; modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput };
+  input: { container: string; prefix: string; extensions: string[]; maxItems?: number; modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput; video?: VideoSampling };
   /**
    * perImageResults: one results/<name>.json per image besides results.jsonl (one more write per
    * image). formats: which of results.jsonl, coco_results.json and results.parquet/ the job writes.
@@ -157,14 +170,14 @@ export interface JobSpec {
 }
 
 /** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
-export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'input.modifiedSince', 'input.modifiedBefore', 'input.manifest', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'mode', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'input.modifiedSince', 'input.modifiedBefore', 'input.manifest', 'input.video', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'mode', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
 
 /** The same rules as the request, on the normalised spec (the orchestrator's input). */
 export const JobSpecSchema = z
   .object({
     jobId,
     jobPrefix: z.string().min(1).max(1024),
-    input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional() }).strict(),
+    input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), video: video.optional() }).strict(),
     output: z.object({ container, prefix: outputPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
@@ -251,6 +264,7 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
       ...(req.input.modifiedSince ? { modifiedSince: new Date(req.input.modifiedSince).toISOString() } : {}),
       ...(req.input.modifiedBefore ? { modifiedBefore: new Date(req.input.modifiedBefore).toISOString() } : {}),
       ...(req.input.manifest ? { manifest: req.input.manifest } : {}),
+      ...(req.input.video ? { video: req.input.video } : {}),
     },
     output: req.output,
     model: req.model,

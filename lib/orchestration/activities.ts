@@ -19,6 +19,8 @@ import { DEFAULT_ROLE_PROPAGATION, whileRolesPropagate, type RolePropagation } f
 import type { Segment } from '../job/layout';
 import { dataService, ensureContainer, readJson, planIndexName, writeJson, writePlan, type PlanIndex } from '../storage';
 import { manifestPages, type ManifestStats } from '../storage/manifestInput';
+import { isVideoName } from '../video/ffmpeg';
+import { videoExpander } from '../video/plan';
 
 export interface ActivityDeps {
   service: () => Promise<BlobServiceClient>;
@@ -141,6 +143,8 @@ export function createActivities(deps: ActivityDeps) {
           model: pin,
           exclude: { container: job.output.container, prefix: job.jobPrefix },
           ...(m ? { source: manifestPages(svc.getContainerClient(m.container ?? job.input.container), input, m, filters, read) } : {}),
+          // Videos become one plan item per frame taken.
+          ...(job.input.extensions.some((e) => isVideoName(`x${e}`)) ? { expand: videoExpander(input, { ...(job.input.video ? { sampling: job.input.video } : {}), maxPixels: deps.maxImagePixels }) } : {}),
         })]);
         // What the manifest held beside what was planned (repeats, entries the filters left out).
         if (m && !planned) await writeJson(output, `${job.jobPrefix}_plan/manifest-read.json`, { manifest: { container: m.container ?? job.input.container, blob: m.blob }, ...read });

@@ -39,6 +39,9 @@ export const RESULT_COLUMNS: readonly { name: string; type: ColumnType; doc: str
   { name: 'error_stage', type: 'STRING', doc: 'failed images: download, decode, infer, postprocess or write' },
   { name: 'error_code', type: 'STRING', doc: 'failed images: the error code (ImageDecodeFailed, ...)' },
   { name: 'error_message', type: 'STRING', doc: 'failed images: the message' },
+  { name: 'media', type: 'STRING', doc: "'image', or 'video' for a row of a video frame" },
+  { name: 'frame_index', type: 'INT32', doc: "video frames: the frame's index in the video (presentation order, as cv2.VideoCapture numbers frames); null for images" },
+  { name: 'frame_time_s', type: 'DOUBLE', doc: "video frames: the frame's time from the video's first frame, in seconds (its presentation timestamp); null for images" },
 ];
 
 type Row = Record<string, string | number | null>;
@@ -53,6 +56,9 @@ function resultRows(jobId: string, r: ImageResult): Row[] {
     image_container: r.source.container,
     image_etag: r.source.etag,
     status: 'ok',
+    media: r.frame ? 'video' : 'image',
+    frame_index: r.frame ? r.frame.index : null,
+    frame_time_s: r.frame ? r.frame.time : null,
     width: r.width,
     height: r.height,
     model_name: r.model.name,
@@ -86,7 +92,7 @@ function resultRows(jobId: string, r: ImageResult): Row[] {
 }
 
 function failureRow(jobId: string, f: FailureRecord, container: string, etag: string, model: { name: string; etag: string }): Row {
-  return { job_id: jobId, image: f.blob, image_container: container, image_etag: etag, status: 'failed', kind: 'failure', model_name: model.name, model_etag: model.etag, error_stage: f.stage, error_code: f.code, error_message: f.message };
+  return { job_id: jobId, image: f.blob, image_container: container, image_etag: etag, status: 'failed', kind: 'failure', media: f.frame !== undefined || f.stage === 'probe' ? 'video' : 'image', frame_index: f.frame ?? null, model_name: model.name, model_etag: model.etag, error_stage: f.stage, error_code: f.code, error_message: f.message };
 }
 
 /** The rows of one piece, in plan order. */

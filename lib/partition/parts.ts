@@ -20,6 +20,8 @@ import type { AnalyzedImage } from '../model';
 /** One image's result: a line of results.jsonl (and, flattened, rows of the Parquet dataset). */
 export interface ImageResult {
   source: { container: string; name: string; etag: string };
+  /** A video frame: its index in the video (presentation order) and its time from the first frame. */
+  frame?: { index: number; time: number };
   width: number;
   height: number;
   format: string;
@@ -42,10 +44,12 @@ export interface StageTimings {
   writeMs: number;
 }
 
-export type Stage = 'plan' | 'download' | 'decode' | 'infer' | 'write';
+export type Stage = 'plan' | 'probe' | 'download' | 'decode' | 'infer' | 'write';
 
 export interface FailureRecord {
   blob: string;
+  /** A video frame's index, when the failure is one frame's. */
+  frame?: number;
   stage: Stage | 'partition';
   code: string;
   message: string;

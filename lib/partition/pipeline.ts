@@ -17,6 +17,7 @@ import { round1 } from '../model/postprocess';
 import { watchForCancel } from '../job/folder';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from '../model';
 import { renderOverlay } from '../model/overlay';
+import { frameRuns, itemName, perImage, processFrame, type Outcome } from './frames';
 import type { InferParams } from '../model/spec';
 import {
   addStages,
@@ -56,6 +57,8 @@ export interface PartitionDeps {
   ioConcurrency: number;
   maxImageBytes: number;
   maxImagePixels: number;
+  /** Time allowed to decode one run of video frames (default 10 min). */
+  videoTimeoutMs?: number;
   /** A piece stops taking new images once it has run this long (default: no limit). */
   budgetMs?: number;
 }
@@ -83,12 +86,6 @@ export interface PartitionTask {
 /** A piece's end: the partition is complete, or it goes on from `next` in a continuation. */
 export type PieceResult = { done: true; summary: PartitionSummary; resumed: boolean } | { done: false; next: number; piece: PieceSummary };
 
-type Outcome = { kind: 'ok' | 'skipped'; result: ImageResult; line: string; latency: number; t?: ImageResult['timings'] } | { kind: 'failed'; failure: FailureRecord; latency: number };
-
-/** Errors that mean "this image", as opposed to "this partition, try again". */
-function perImage(err: unknown): err is LakeInferError {
-  return isLakeInferError(err) && !err.retryable;
-}
 
 async function processImage(deps: PartitionDeps, task: PartitionTask, model: LoadedModel, blob: BlobRef, lookForExisting: boolean): Promise<Outcome> {
   const t0 = performance.now();
@@ -167,18 +164,18 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
 }
 
 /** The COCO annotations of one result, each written ',\n{...}' so that fragments compose. */
-function cocoLines(r: ImageResult, imageId: number): string {
+export function cocoLines(r: ImageResult, imageId: number): string {
   let text = '';
   for (const d of r.detections) {
-    text += `,\n${JSON.stringify({ image_id: imageId, file_name: r.source.name, category_id: d.category_id, bbox: d.bbox, score: d.score, ...(d.segmentation ? { segmentation: d.segmentation } : {}) })}`;
+    text += `,\n${JSON.stringify({ image_id: imageId, file_name: itemName({ name: r.source.name, ...(r.frame ? { frame: { index: r.frame.index } as never } : {}) }), category_id: d.category_id, bbox: d.bbox, score: d.score, ...(d.segmentation ? { segmentation: d.segmentation } : {}) })}`;
   }
   return text;
 }
 
 function sampleOf(task: PartitionTask, r: ImageResult): ImageSample {
   return {
-    name: r.source.name,
-    ...(task.overlays ? { overlay: outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png').slice(task.jobPrefix.length) } : {}),
+    name: r.frame ? `${r.source.name}#frame=${r.frame.index}` : r.source.name,
+    ...(task.overlays && !r.frame ? { overlay: outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png').slice(task.jobPrefix.length) } : {}),
     width: r.width,
     height: r.height,
     detections: r.detections.length,
@@ -230,23 +227,31 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   // A cancelled job stops taking images; what was written stays.
   const cancel = await watchForCancel(deps.output, task.jobPrefix);
   const blobs = plan.blobs.slice(from);
+  // Consecutive frames of one video: decoded once per run, from its keyframe.
+  const runs = frameRuns(deps.input, blobs, deps.videoTimeoutMs ?? 600_000);
   const deadline = deps.budgetMs === undefined ? Number.POSITIVE_INFINITY : t0 + deps.budgetMs;
   let started = 0;
   let firstResultMs: number | undefined;
   let outcomes: (Outcome | undefined)[];
   try {
-    outcomes = await mapLimit(blobs, deps.ioConcurrency, async (blob) => {
+    outcomes = await mapLimit(blobs, deps.ioConcurrency, async (blob, i) => {
       if (cancel.cancelled) return undefined;
       // Out of time: stop taking images (after at least one, so that every piece makes progress).
       if (started > 0 && performance.now() >= deadline) return undefined;
       started++;
-      const o = await processImage(deps, task, model, blob, lookForExisting);
+      const place = runs.at[i];
+      const o = blob.probeError
+        ? ({ kind: 'failed', failure: { blob: blob.name, stage: 'probe', code: blob.probeError.code, message: blob.probeError.message }, latency: 0 } satisfies Outcome)
+        : place
+          ? await processFrame(deps, task, model, blob, place)
+          : await processImage(deps, task, model, blob, lookForExisting);
       firstResultMs ??= round1(performance.now() - t0);
       return o;
     });
     if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
   } finally {
     cancel.stop();
+    for (const r of runs.runs) r.close();
   }
   // Images are taken in order, so the ones done are a prefix of the piece.
   const count = outcomes.findIndex((o) => o === undefined);

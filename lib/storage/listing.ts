@@ -10,6 +10,25 @@ export interface BlobRef {
   size: number;
   /** Content-MD5 (base64) when the storage service keeps one: the same bytes uploaded again have it too. */
   md5?: string;
+  /** A frame of a video blob (the plan gives each frame a job takes an item of its own). */
+  frame?: FrameRef;
+  /** A video the plan could not read: the item fails with this code instead of being inferred. */
+  probeError?: { code: string; message: string };
+}
+
+/** Where a frame is in its video (lib/video): what decoding it exactly needs. */
+export interface FrameRef {
+  /** Its index in presentation order (what a sequential read, cv2.VideoCapture, numbers it). */
+  index: number;
+  /** Its presentation timestamp (stream time-base units) and time from the first frame (seconds). */
+  pts: number;
+  time: number;
+  /** The keyframe decoding must start from, in seconds of stream time. */
+  seekS: number;
+  width: number;
+  height: number;
+  /** The video blob's size (the item's own size counts it once, on the first frame taken). */
+  blobSize: number;
 }
 
 /** A listed or fetched Content-MD5 as base64 (absent when the service keeps none). */

@@ -44,6 +44,8 @@ export interface WritePlanOptions extends ListOptions {
   concurrency?: number;
   /** The blobs to plan when they do not come from listing `input` (a manifest). */
   source?: AsyncIterable<BlobPage>;
+  /** Turns a page's items into plan items (a video into one item per frame taken, lib/video/plan.ts). */
+  expand?: (items: BlobRef[]) => Promise<BlobRef[]>;
 }
 
 /**
@@ -57,7 +59,10 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
 
   const skip = opts.exclude?.container === input.containerName ? opts.exclude.prefix : undefined;
   const pages = (async function* () {
-    for await (const page of opts.source ?? listBlobPages(input, opts)) yield skip === undefined ? page.items : page.items.filter((b) => !b.name.startsWith(skip));
+    for await (const page of opts.source ?? listBlobPages(input, opts)) {
+      const items = skip === undefined ? page.items : page.items.filter((b) => !b.name.startsWith(skip));
+      yield opts.expand ? await opts.expand(items) : items;
+    }
   })();
   const inFlight = new Set<Promise<unknown>>();
   const limit = opts.concurrency ?? 8;

@@ -36,7 +36,7 @@ const SHOWINFO = /\[Parsed_showinfo_\d+ @ [^\]]+\] n:\s*\d+ pts:\s*(-?\d+) pts_t
  * Calls `onFrame` with each wanted frame in order (awaited: the decoder waits, with at most a few
  * frames read ahead, while the caller works). Resolves when the last wanted frame was handed over.
  */
-export async function decodeFrames(url: string, run: DecodeRun, onFrame: (f: DecodedFrame) => Promise<void>, opts: { timeoutMs: number }): Promise<{ decoded: number; dropped: number }> {
+export async function decodeFrames(url: string, run: DecodeRun, onFrame: (f: DecodedFrame) => Promise<void>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<{ decoded: number; dropped: number }> {
   if (run.pts.length === 0) return { decoded: 0, dropped: 0 };
   const frameBytes = run.width * run.height * 3;
   const wanted = run.pts;
@@ -95,6 +95,10 @@ export async function decodeFrames(url: string, run: DecodeRun, onFrame: (f: Dec
       kill = k;
       pause = p;
       resume = r;
+      opts.signal?.addEventListener('abort', () => {
+        failure ??= new LakeInferError('VideoDecodeFailed', 'decoding was stopped', { retryable: true });
+        k();
+      });
     },
     onStdout: (c) => {
       chunks.push(c);

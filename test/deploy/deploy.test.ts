@@ -115,9 +115,13 @@ test('package: no dev files, no dev dependencies, linux-x64 native binaries only
   const sharpPkgs = new Set(names.filter((n) => n.startsWith('node_modules/@img/sharp-')).map((n) => n.split('/')[2]));
   assert.ok(sharpPkgs.size > 0);
   assert.ok([...sharpPkgs].every((p) => /linux-x64$/.test(p!)), [...sharpPkgs].join(', '));
-  // onnxruntime-node alone ships ~288 MB for all platforms; the linux-x64 package stays far below.
-  assert.ok(report.unpackedBytes < 150 * 1024 * 1024, `unpacked ${(report.unpackedBytes / 1048576).toFixed(1)} MiB`);
-  assert.ok(report.bytes < 60 * 1024 * 1024, `zip ${(report.bytes / 1048576).toFixed(1)} MiB`);
+  // ffmpeg for videos ships as the static linux-x64 build, runnable (exec bit kept in the zip).
+  const ffmpeg = entries.find((e) => e.name === 'node_modules/@ffmpeg-installer/linux-x64/ffmpeg');
+  assert.ok(ffmpeg && (ffmpeg.mode & 0o111) !== 0, 'ffmpeg in the zip with its exec bit');
+  // onnxruntime-node alone ships ~288 MB for all platforms; the linux-x64 package stays far below
+  // (the bound grew by ffmpeg's static build: 65 MiB unpacked, ~25 MiB zipped).
+  assert.ok(report.unpackedBytes < 220 * 1024 * 1024, `unpacked ${(report.unpackedBytes / 1048576).toFixed(1)} MiB`);
+  assert.ok(report.bytes < 90 * 1024 * 1024, `zip ${(report.bytes / 1048576).toFixed(1)} MiB`);
   console.log(`deployment package: ${(report.bytes / 1048576).toFixed(1)} MiB zipped, ${(report.unpackedBytes / 1048576).toFixed(1)} MiB unpacked, ${report.entries} files`);
 });
 
