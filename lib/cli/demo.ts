@@ -14,6 +14,8 @@ import { downloadOutputs } from './outputs';
 import { progressLine, submit, watch } from './client';
 import { startLocalHost } from '../local/host/host';
 import { renderTextScene, type TextScene } from './textImages';
+import sharp from 'sharp';
+import { encodeMp4 } from '../video/encode';
 
 const WORDS = ['invoice', 'total', 'serverless', 'data lake', 'durable', 'fan-out', 'ONNX', 'sharp', 'Azure', 'partition', 'inference', 'manifest', 'report', 'retry', 'Azurite', 'YOLACT'];
 const BACKGROUNDS = ['#ffffff', '#f3e2b5', '#1d2b3a', '#e8f0ff', '#fde2e4', '#2d3a2e', '#fafafa', '#ffe9c7'];
@@ -39,6 +41,18 @@ export function demoScenes(n: number): TextScene[] {
   return scenes;
 }
 
+export const DEMO_CLIP = 'demo/clip.mp4';
+
+/** The scenes as a 640x480 clip, each held for a second at 10 frames/s. */
+async function demoClip(scenes: TextScene[]): Promise<Buffer> {
+  const frames: Uint8Array[] = [];
+  for (const s of scenes) {
+    const rgb = await sharp(await renderTextScene(s, 'png')).resize(640, 480, { fit: 'fill' }).removeAlpha().raw().toBuffer();
+    for (let i = 0; i < 10; i++) frames.push(rgb);
+  }
+  return encodeMp4(frames, 640, 480, 10);
+}
+
 export async function uploadDemo(service: BlobServiceClient, images: number): Promise<{ input: ContainerClient; uploaded: number; broken: string[] }> {
   const models = service.getContainerClient('models');
   await models.createIfNotExists();
@@ -55,7 +69,10 @@ export async function uploadDemo(service: BlobServiceClient, images: number): Pr
     'demo/broken-not-an-image.png': Buffer.from('this file is a note, not a picture\n'),
   };
   for (const [name, data] of Object.entries(broken)) await writeBlob(input, name, data);
-  return { input, uploaded: images + Object.keys(broken).length, broken: Object.keys(broken) };
+  // A short video: three pages shown one second each at 10 frames/s (30 frames, H.264).
+  const clip = await demoClip(scenes.slice(0, 3));
+  await writeBlob(input, DEMO_CLIP, clip);
+  return { input, uploaded: images + Object.keys(broken).length + 1, broken: Object.keys(broken) };
 }
 
 export async function runDemo(opts: { images?: number; port?: number; outDir?: string; quiet?: boolean } = {}): Promise<{ manifest: Manifest; outDir: string }> {
@@ -71,12 +88,12 @@ export async function runDemo(opts: { images?: number; port?: number; outDir?: s
     const service = BlobServiceClient.fromConnectionString(host.connectionString);
     const images = opts.images ?? 24;
     const up = await uploadDemo(service, images);
-    say(`uploaded the PP-OCRv4 text detector and ${up.uploaded} images (${up.broken.length} of them deliberately broken) to container 'images'`);
+    say(`uploaded the PP-OCRv4 text detector, ${up.uploaded - 1} images (${up.broken.length} of them deliberately broken) and a 3-second video (${DEMO_CLIP}, 30 frames) to container 'images'`);
 
     const jobId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
     const request = {
       jobId,
-      input: { container: 'images', prefix: 'demo/', extensions: ['.jpg', '.png'] },
+      input: { container: 'images', prefix: 'demo/', extensions: ['.jpg', '.png', '.mp4'], video: { everyNthFrame: 3 } },
       output: { container: 'results', prefix: 'runs/', overlays: true },
       model: { name: 'ppocr-v4-det' },
       partitionSize: 3,
@@ -103,6 +120,9 @@ export async function runDemo(opts: { images?: number; port?: number; outDir?: s
     say(`job ${jobId}: ${done.runtimeStatus} (${manifest.status}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     say(`  images ${c.images}: ${c.succeeded} succeeded, ${c.failed} failed, ${c.skipped} skipped; ${c.detections} text regions found; ${c.partitions} partitions`);
     say(`  activity time ${manifest.instanceSeconds.toFixed(1)} instance-seconds; stages (summed): ${Object.entries(manifest.stageMs).map(([k, v]) => `${k.replace('Ms', '')} ${(v / 1000).toFixed(1)}s`).join(', ')}`);
+    const lines = (await readBlob(out, `runs/${jobId}/results.jsonl`))?.data.toString().split('\n').filter(Boolean) ?? [];
+    const frames = lines.map((l) => JSON.parse(l) as { source: { name: string }; frame?: { index: number; time: number }; detections: unknown[] }).filter((r) => r.frame);
+    if (frames.length > 0) say(`  video ${DEMO_CLIP}: ${frames.length} frames inferred (every 3rd of 30: frames ${frames.map((f) => f.frame!.index).join(', ')}); text regions per frame: ${frames.map((f) => f.detections.length).join(' ')}`);
     const failures = (await readBlob(out, `runs/${jobId}/_failures.jsonl`))?.data.toString().split('\n').filter(Boolean) ?? [];
     for (const f of failures) {
       const r = JSON.parse(f) as { blob: string; code: string; stage: string };

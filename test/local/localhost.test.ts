@@ -25,12 +25,16 @@ test('npm start: the demo job runs end to end through the local host', async () 
   const outDir = await mkdtemp(join(tmpdir(), 'lakeinfer-demo-'));
   const { manifest, outDir: jobDir } = await runDemo({ images: 12, quiet: true, outDir });
   assert.equal(manifest.status, 'succeeded');
-  assert.deepEqual({ images: manifest.counts.images, succeeded: manifest.counts.succeeded, failed: manifest.counts.failed }, { images: 15, succeeded: 12, failed: 3 });
+  // 12 pages, 3 broken files, and every 3rd frame of the 30-frame clip.
+  assert.deepEqual({ images: manifest.counts.images, succeeded: manifest.counts.succeeded, failed: manifest.counts.failed }, { images: 25, succeeded: 22, failed: 3 });
   assert.ok(manifest.counts.detections >= 12, `found ${manifest.counts.detections} text regions`);
   const files = await readdir(jobDir);
   for (const f of ['_manifest.json', 'results.jsonl', 'coco_results.json', '_failures.jsonl', 'results', 'overlays']) assert.ok(files.includes(f), `${f} copied locally`);
   const lines = (await readFile(join(jobDir, 'results.jsonl'), 'utf8')).split('\n').filter(Boolean);
-  assert.equal(lines.length, 12);
+  assert.equal(lines.length, 22);
+  const frames = lines.map((l) => JSON.parse(l) as ImageResult).filter((r) => r.frame);
+  assert.deepEqual(frames.map((r) => [r.source.name, r.frame!.index, r.frame!.time]), Array.from({ length: 10 }, (_, i) => ['demo/clip.mp4', i * 3, (i * 3) / 10]));
+  assert.ok(frames.every((r) => r.width === 640 && r.height === 480 && r.detections.length >= 1), 'text found on every frame of the clip');
 
   // The Parquet dataset, read with an independent reader, says what results.jsonl and _failures.jsonl say.
   const ds = manifest.datasets!.results;
@@ -48,15 +52,15 @@ test('npm start: the demo job runs end to end through the local host', async () 
   const results = lines.map((l) => JSON.parse(l) as ImageResult);
   const expected: Record<string, unknown>[] = [];
   for (const r of results) {
-    const base = { job_id: manifest.jobId, image: r.source.name, image_container: r.source.container, image_etag: r.source.etag, status: 'ok', width: r.width, height: r.height, model_name: r.model.name, model_etag: r.model.etag, download_ms: r.timings.downloadMs, decode_ms: r.timings.decodeMs, infer_ms: r.timings.inferMs, post_ms: r.timings.postMs };
+    const base = { media: r.frame ? 'video' : 'image', frame_index: r.frame?.index ?? null, frame_time_s: r.frame?.time ?? null, job_id: manifest.jobId, image: r.source.name, image_container: r.source.container, image_etag: r.source.etag, status: 'ok', width: r.width, height: r.height, model_name: r.model.name, model_etag: r.model.etag, download_ms: r.timings.downloadMs, decode_ms: r.timings.decodeMs, infer_ms: r.timings.inferMs, post_ms: r.timings.postMs };
     if (r.detections.length === 0) expected.push({ ...base, kind: 'none', detection_index: null });
     r.detections.forEach((d, i) =>
       expected.push({ ...base, kind: 'detection', detection_index: i, category_id: d.category_id, label: d.label, score: d.score, bbox_x: d.bbox[0], bbox_y: d.bbox[1], bbox_w: d.bbox[2], bbox_h: d.bbox[3], mask_rle: d.segmentation?.counts ?? null, mask_area: d.area ?? null, polygon: d.polygon ? JSON.stringify(d.polygon) : null }),
     );
   }
   const failures = (await readFile(join(jobDir, '_failures.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { blob: string; stage: string; code: string; message: string });
-  for (const f of failures) expected.push({ image: f.blob, status: 'failed', kind: 'failure', error_stage: f.stage, error_code: f.code, error_message: f.message, width: null, detection_index: null, model_etag: manifest.model.etag });
-  const key = (r: Record<string, unknown>): string => `${String(r['image'])}#${String(r['detection_index'])}`;
+  for (const f of failures) expected.push({ frame_index: null, image: f.blob, status: 'failed', kind: 'failure', error_stage: f.stage, error_code: f.code, error_message: f.message, width: null, detection_index: null, model_etag: manifest.model.etag });
+  const key = (r: Record<string, unknown>): string => `${String(r['image'])}#${String(r['frame_index'] ?? '')}#${String(r['detection_index'])}`;
   const byKey = new Map(rows.map((r) => [key(r), r]));
   assert.equal(byKey.size, rows.length, 'one row per image and detection');
   assert.equal(rows.length, expected.length);
