@@ -2,14 +2,15 @@
  * Video frames in a partition: the partition's consecutive frames of one video form a run
  * (lib/video/run.ts) decoded once from its keyframe; each frame item takes its frame from the run
  * and goes through the same reference preprocessing, model and postprocessing as an image.
- * Per-frame results are named `results/<video>.frame-<index>.json`.
+ * Per-frame results are named `results/<video>.frame-<index>.json`, overlays `overlays/<video>.frame-<index>.png`.
  */
 import type { ContainerClient } from '@azure/storage-blob';
 import { ensureErrorType, isLakeInferError, LakeInferError } from '../util/errors';
 import { round1 } from '../model/postprocess';
 import { analyzePixels, type AnalyzedImage, type LoadedModel } from '../model';
 import type { InferParams } from '../model/spec';
-import { outputBlobName, storageError, writeJson, type BlobRef } from '../storage';
+import { outputBlobName, storageError, writeBlob, writeJson, type BlobRef } from '../storage';
+import { renderOverlay } from '../model/overlay';
 import { FrameRun } from '../video/run';
 import { blobRangeRead } from '../video/plan';
 import type { FailureRecord, ImageResult, Stage } from './parts';
@@ -26,8 +27,13 @@ export function itemName(b: Pick<BlobRef, 'name' | 'frame'>): string {
   return b.frame ? `${b.name}#frame=${b.frame.index}` : b.name;
 }
 
+/** A frame's outputs: `<kind>/<video>.frame-<index, 7 digits><ext>` (results .json, overlays .png). */
+export function frameOutputName(jobPrefix: string, kind: 'results' | 'overlays', name: string, index: number, ext: string): string {
+  return outputBlobName(jobPrefix, kind, `${name}.frame-${String(index).padStart(7, '0')}`, ext);
+}
+
 export function frameResultName(jobPrefix: string, b: BlobRef): string {
-  return outputBlobName(jobPrefix, 'results', `${b.name}.frame-${String(b.frame!.index).padStart(7, '0')}`, '.json');
+  return frameOutputName(jobPrefix, 'results', b.name, b.frame!.index, '.json');
 }
 
 /** The runs of a piece's items: for item i, its run and its place in it (undefined for images). */
@@ -59,7 +65,7 @@ export interface FrameDeps {
 }
 
 /** One frame through the model; a frame that cannot be decoded fails alone (VideoDecodeFailed). */
-export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; params: InferParams; perImageResults?: boolean }, model: LoadedModel, blob: BlobRef, place: { run: FrameRun; k: number }): Promise<Outcome> {
+export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; params: InferParams; perImageResults?: boolean; overlays: boolean }, model: LoadedModel, blob: BlobRef, place: { run: FrameRun; k: number }): Promise<Outcome> {
   const t0 = performance.now();
   const frame = blob.frame!;
   const fail = (stage: Stage, err: LakeInferError): Outcome => ({ kind: 'failed', failure: { blob: blob.name, frame: frame.index, stage, code: err.code, message: err.message }, latency: performance.now() - t0 });
@@ -95,6 +101,10 @@ export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; p
   };
   const name = frameResultName(task.jobPrefix, blob);
   try {
+    if (task.overlays) {
+      const o = await renderOverlay({ data: pixels.data, width: pixels.width, height: pixels.height }, analyzed.detections);
+      await writeBlob(deps.output, frameOutputName(task.jobPrefix, 'overlays', blob.name, frame.index, '.png'), o.png);
+    }
     if (task.perImageResults !== false) await writeJson(deps.output, name, result);
     result.timings.writeMs = round1(performance.now() - t2);
   } catch (err) {

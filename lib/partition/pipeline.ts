@@ -17,7 +17,7 @@ import { round1 } from '../model/postprocess';
 import { watchForCancel } from '../job/folder';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from '../model';
 import { renderOverlay } from '../model/overlay';
-import { frameRuns, itemName, perImage, processFrame, type Outcome } from './frames';
+import { frameOutputName, frameRuns, itemName, perImage, processFrame, type Outcome } from './frames';
 import type { InferParams } from '../model/spec';
 import {
   addStages,
@@ -175,7 +175,7 @@ export function cocoLines(r: ImageResult, imageId: number): string {
 function sampleOf(task: PartitionTask, r: ImageResult): ImageSample {
   return {
     name: r.frame ? `${r.source.name}#frame=${r.frame.index}` : r.source.name,
-    ...(task.overlays && !r.frame ? { overlay: outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png').slice(task.jobPrefix.length) } : {}),
+    ...(task.overlays ? { overlay: (r.frame ? frameOutputName(task.jobPrefix, 'overlays', r.source.name, r.frame.index, '.png') : outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png')).slice(task.jobPrefix.length) } : {}),
     width: r.width,
     height: r.height,
     detections: r.detections.length,

@@ -22,7 +22,8 @@ const browserSkip = haveChromium ? false : process.env['CI'] ? false : `no Chrom
 test('the demo job report opens in Chromium: no failed requests, no console errors, right counts, thumbnails render', { skip: browserSkip }, async () => {
   const outDir = await mkdtemp(join(tmpdir(), 'lakeinfer-report-'));
   const { manifest, outDir: jobDir } = await runDemo({ images: 9, quiet: true, outDir });
-  assert.equal(manifest.counts.images, 12);
+  // 9 pages, 3 broken files, 10 frames of the demo clip.
+  assert.equal(manifest.counts.images, 22);
   assert.ok(manifest.cost.gbSeconds > 0);
   assert.equal(manifest.cost.gbSeconds, Math.round(manifest.instanceSeconds * 2 * 1000) / 1000, '2048 MB instances by default');
   const reportFile = join(jobDir, 'report.html');
@@ -50,11 +51,11 @@ test('the demo job report opens in Chromium: no failed requests, no console erro
     assert.deepEqual(failed, []);
     assert.deepEqual(errors, []);
     assert.deepEqual(external, [], 'a self-contained page fetches nothing from the network');
-    assert.equal(await page.textContent('#count-images'), '12');
-    assert.equal(await page.textContent('#count-succeeded'), '9');
+    assert.equal(await page.textContent('#count-images'), '22');
+    assert.equal(await page.textContent('#count-succeeded'), '19');
     assert.equal(await page.textContent('#count-failed'), '3');
     const sizes = await page.$$eval('#thumbnails img', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
-    assert.equal(sizes.length, 9);
+    assert.equal(sizes.length, 19, 'a thumbnail per page and per frame (overlays/<clip>.frame-<i>.png)');
     assert.ok(sizes.every((w) => w > 0), `every thumbnail rendered: ${sizes.join(', ')}`);
     assert.equal(await page.$$eval('#failures tbody tr', (r) => r.length), 3);
     const shot = join(jobDir, 'report.png');

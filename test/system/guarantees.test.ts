@@ -376,6 +376,14 @@ describe('the local host answers bad requests with 4xx, never a 500 or a hang', 
     assert.equal(r.status, 400);
     assert.equal(((await r.json()) as { error: { target: string } }).error.target, 'job.maxParallelPartitions');
     assert.equal((await fetch(`${host.url}/api/jobs/direct`)).status, 404);
+    // A forged resume state is refused (it would carry counts and a plan of its own); an unknown orchestrator is a 404.
+    const forged = { state: { job: parseJobRequest(request('forged')), options: FAST, next: 5, totals: { partitionsDone: 5, partitionsFailed: 0, images: 1000, succeeded: 1000, failed: 0, skipped: 0, detections: 0, activitySeconds: 0 }, failedPartitions: [], generation: 0, startedAt: new Date().toISOString() } };
+    r = await fetch(`${host.url}/runtime/webhooks/durabletask/orchestrators/inferenceJob/forged`, { method: 'POST', body: JSON.stringify(forged) });
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as { error: { target: string } }).error.target, 'state');
+    assert.equal((await fetch(`${host.url}/api/jobs/forged`)).status, 404, 'no instance from a forged state');
+    r = await fetch(`${host.url}/runtime/webhooks/durabletask/orchestrators/noSuchOrchestrator/x`, { method: 'POST', body: '{}' });
+    assert.equal(r.status, 404);
   });
 
   test('five simultaneous POSTs of one new jobId: one starts it, the others are duplicates, no 500', async () => {

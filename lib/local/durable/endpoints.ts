@@ -42,6 +42,7 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
     let m = /^orchestrators\/([^/]+)(?:\/([^/]+))?$/.exec(path);
     if (m && req.method === 'POST') {
       const name = decodeSegment(m[1]!, 'orchestrator name');
+      if (!engine.hasOrchestrator(name)) return send(res, 404, { message: `no orchestrator function named '${name}'` });
       const id = m[2] ? decodeSegment(m[2], 'instance id') : randomUUID().replace(/-/g, '');
       const text = (await readBody(req)).toString('utf8');
       let input: unknown = null;

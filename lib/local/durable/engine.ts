@@ -88,6 +88,11 @@ export class DurableEngine implements JobClient {
 
   // ----- JobClient ------------------------------------------------------------------------------
 
+  /** Whether an orchestrator of this name is registered. */
+  hasOrchestrator(name: string): boolean {
+    return this.functions.get(name)?.trigger.type === 'orchestrationTrigger';
+  }
+
   async start(name: string, instanceId: string, input: unknown): Promise<void> {
     const fn = this.functions.get(name);
     if (!fn || fn.trigger.type !== 'orchestrationTrigger') throw new Error(`no orchestrator function named '${name}'`);

@@ -159,6 +159,9 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   const durable = durableEndpoints(engine, () => baseUrl, {
     validate: (name, input) => {
       if (name !== ORCHESTRATOR) return;
+      // A job starts from its request; a resume state ({ state }) comes only from the engine itself
+      // (continueAsNew), never from a request, which could forge counts or a plan.
+      if (typeof input === 'object' && input !== null && 'state' in input) throw new RequestError(400, 'InvalidRequest', 'an orchestration starts from { "job": ... }; a resume state is the engine\'s own, never a request\'s', 'state');
       let parsed: ReturnType<typeof parseOrchestratorInput>;
       try {
         parsed = parseOrchestratorInput(input);
