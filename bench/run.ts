@@ -11,6 +11,7 @@
  * the deployment package size. BENCH_SCALING and BENCH_FINALIZE choose other sizes.
  * Writes bench/results/latest.json and prints a table.
  */
+import { videoBench } from './video';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -289,6 +290,8 @@ async function main(): Promise<void> {
   const finalizeSizes = (process.env['BENCH_FINALIZE'] ?? '1000,10000,50000').split(',').map(Number).filter((n) => n > 0);
   const finalize = finalizeSizes.length ? await withAzurite((a) => finalizeBench(BlobServiceClient.fromConnectionString(a.connectionString), finalizeSizes, log)) : [];
 
+  const video = await videoBench(log);
+
   const pkg = await buildPackage(root);
   const report = {
     when: new Date().toISOString(),
@@ -298,6 +301,7 @@ async function main(): Promise<void> {
     preprocessing,
     scaling,
     finalize,
+    video,
     deploymentPackage: { zipMiB: r2(pkg.bytes / 1048576), unpackedMiB: r2(pkg.unpackedBytes / 1048576), files: pkg.entries },
     seconds: Math.round((Date.now() - t0) / 1000),
   };
@@ -322,6 +326,9 @@ async function main(): Promise<void> {
   console.log('\n| finalize: partitions | results per partition | seconds | ms per partition | finalize CPU ms per partition | summaries read | blocks staged from URL | bytes copied in storage | bytes through the process |');
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const f of finalize) console.log(`| ${f.partitions} | ${f.resultBytesPerPartition} B | ${f.seconds} | ${f.msPerPartition} | ${f.processCpuMsPerPartition} | ${f.summariesRead} | ${f.blocksFromUrl} | ${f.bytesFromUrl} | ${f.bytesThroughProcess} |`);
+  console.log('\n| video clip | frame index read (probe) | decode ms/frame, 1 ffmpeg thread | decode ms/frame, all threads | JPEG decode of a same-size frame (sharp) |');
+  console.log('| --- | --- | --- | --- | --- |');
+  console.log(`| ${video.clip} | ${video.probeMs} ms | ${video.decodeMsPerFrameOneThread} | ${video.decodeMsPerFrameAllThreads} | ${video.jpegDecodeMsPerImage} ms |`);
   console.log(`deployment package: ${report.deploymentPackage.zipMiB} MiB zipped, ${report.deploymentPackage.unpackedMiB} MiB unpacked`);
   console.log(`wrote bench/results/latest.json in ${report.seconds} s`);
 }

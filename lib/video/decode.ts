@@ -88,7 +88,9 @@ export async function decodeFrames(url: string, run: DecodeRun, onFrame: (f: Dec
       if (next === wanted.length) kill(); // everything asked for is here
     }
   };
-  const args = [...inputGuards(), '-loglevel', 'info', '-ss', run.seekS.toFixed(6), '-noaccurate_seek', '-copyts', '-i', url, '-map', '0:v:0', '-an', '-sn', '-dn', '-vsync', 'passthrough', '-vf', 'showinfo', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
+  // LAKEINFER_FFMPEG_THREADS: decoder threads (default: ffmpeg's choice, one per core).
+  const threads = process.env['LAKEINFER_FFMPEG_THREADS'];
+  const args = [...inputGuards(), '-loglevel', 'info', ...(threads ? ['-threads', threads] : []), '-ss', run.seekS.toFixed(6), '-noaccurate_seek', '-copyts', '-i', url, '-map', '0:v:0', '-an', '-sn', '-dn', '-vsync', 'passthrough', '-vf', 'showinfo', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'];
   const res = await runFfmpeg(args, {
     timeoutMs: opts.timeoutMs,
     onSpawn: (k, p, r) => {
