@@ -15,7 +15,7 @@ export async function blobArrivalsHandler(event: EventGridEvent, context: Invoca
     return;
   }
   const svc = await dataService(s.data);
-  const n = await recordBlobEvents(s.outputContainers.map((c) => svc.getContainerClient(c)), [event as unknown as BlobEvent]);
+  const n = await recordBlobEvents(s.outputContainers.map((c) => svc.getContainerClient(c)), [event as unknown as BlobEvent], new Date(), (blob, why) => context.warn(`skipped ${blob}: not a continuous job's registration (${why})`));
   if (n > 0) context.log(`${event.subject}: recorded for ${n} continuous job(s)`);
 }
 

@@ -19,7 +19,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { ContainerClient } from '@azure/storage-blob';
-import { restStatus } from '../util/errors';
+import { isLakeInferError, restStatus } from '../util/errors';
+import { nameProblem } from '../storage/names';
 import { readOutcome } from '../job/folder';
 import type { JobSpec } from '../job/request';
 import { addSegment, type Segment } from '../job/layout';
@@ -195,9 +196,22 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
   if (!batch) {
     const names = await arrivalsAfter(output, p, input.cursor, MAX_RECORDS_PER_COLLECT);
     if (names.length === 0) return { stopped: false, partitions: input.partitions, total: input.total, cursor: input.cursor, images: 0 };
-    const records = await mapLimit(names, 16, (n) => readJson<{ blobs: Arrival[] }>(output, n));
+    // Each record on its own: one that is not valid (not JSON, no blobs, an entry without a name
+    // under the input prefix or with a name no blob can have) is skipped, never a failure of the job.
+    const records = await mapLimit(names, 16, (n) =>
+      readJson<{ blobs?: unknown }>(output, n).catch((err: unknown) => {
+        if (isLakeInferError(err) && !err.retryable) return undefined;
+        throw err;
+      }),
+    );
     const latest = new Map<string, Arrival>();
-    for (const r of records) for (const b of r?.blobs ?? []) if (watches(input.job, input.job.input.container, b.name)) latest.set(b.name, b);
+    for (const r of records) {
+      if (!r || !Array.isArray(r.blobs)) continue;
+      for (const b of r.blobs as Partial<Arrival>[]) {
+        if (typeof b?.name !== 'string' || typeof b.etag !== 'string' || nameProblem(b.name) !== undefined) continue;
+        if (watches(input.job, input.job.input.container, b.name)) latest.set(b.name, { name: b.name, etag: b.etag, size: typeof b.size === 'number' ? b.size : 0, ...(typeof b.md5 === 'string' ? { md5: b.md5 } : {}) });
+      }
+    }
     // Event Grid says nothing of the content: the blob's current properties (Content-MD5, ETag);
     // a blob gone since it landed is dropped.
     if (source) {
@@ -301,7 +315,17 @@ export interface BlobEvent {
  * Event Grid: BlobCreated events become arrival records of every continuous job registered in the
  * given output containers whose input they fall in. Other events are ignored.
  */
-export async function recordBlobEvents(outputs: ContainerClient[], events: BlobEvent[], at: Date = new Date()): Promise<number> {
+/** Why a blob under _lakeinfer/continuous/ is not a registration (undefined: it is one). */
+export function registrationProblem(r: unknown): string | undefined {
+  if (typeof r !== 'object' || r === null) return 'not a JSON object';
+  const x = r as Partial<Registration>;
+  if (typeof x.jobId !== 'string' || typeof x.jobPrefix !== 'string' || !x.jobPrefix.endsWith('/')) return 'no jobId / jobPrefix';
+  if (typeof x.input?.container !== 'string' || typeof x.input.prefix !== 'string' || !Array.isArray(x.input.extensions)) return 'no input container, prefix and extensions';
+  if (typeof x.output?.container !== 'string') return 'no output container';
+  return undefined;
+}
+
+export async function recordBlobEvents(outputs: ContainerClient[], events: BlobEvent[], at: Date = new Date(), onSkip?: (blob: string, why: string) => void): Promise<number> {
   const blobs = events
     .filter((e) => e.eventType === 'Microsoft.Storage.BlobCreated')
     .map((e) => ({ at: blobOfSubject(e.subject), etag: normalizeEtag(e.data.eTag), size: e.data.contentLength ?? 0 }))
@@ -311,8 +335,18 @@ export async function recordBlobEvents(outputs: ContainerClient[], events: BlobE
   for (const output of outputs) {
     const regs: Registration[] = [];
     for await (const b of output.listBlobsFlat({ prefix: REGISTRATIONS })) {
-      const r = await readJson<Registration>(output, b.name);
-      if (r) regs.push(r);
+      // Each registration on its own: a blob that is not one (any job may write under this prefix
+      // of its output container) is skipped and reported, never a failure of the whole delivery.
+      const r = await readJson<unknown>(output, b.name).catch((err: unknown) => {
+        if (isLakeInferError(err) && !err.retryable) return undefined;
+        throw err;
+      });
+      const problem = registrationProblem(r);
+      if (problem) {
+        onSkip?.(`${output.containerName}/${b.name}`, problem);
+        continue;
+      }
+      regs.push(r as Registration);
     }
     for (const r of regs) {
       const mine = blobs.filter((b) => watches(r, b.at.container, b.at.name)).map((b) => ({ name: b.at.name, etag: b.etag, size: b.size }));

@@ -118,6 +118,25 @@ describe('continuous: arrivals to batches', () => {
     assert.deepEqual((await readJson<{ blobs: unknown[] }>(out, mine[0]!.name))!.blobs, [{ name: 'cam/e.jpg', etag: '0x1', size: 5 }]);
     assert.equal((await listAllBlobs(out, { prefix: 'runs/other/_arrivals/' })).length, 0);
   });
+
+  test('one bad blob under the registrations or the arrivals fails nothing: it is skipped (and reported), the others are taken', async () => {
+    const { out, j } = await setup();
+    await writeJson(out, registrationName('cj'), j satisfies Registration);
+    // Any job may write under _lakeinfer/continuous/ of its output container: not registrations.
+    await writeBlob(out, `${registrationName('cj').replace(/cj\.json$/, '')}garbage.json`, 'not json {');
+    await writeJson(out, registrationName('half'), { jobId: 'half' });
+    const skipped: string[] = [];
+    const ev = { subject: '/blobServices/default/containers/cont-in/blobs/cam/e.jpg', eventType: 'Microsoft.Storage.BlobCreated', data: { eTag: '"0x1"', contentLength: 5 } };
+    assert.equal(await recordBlobEvents([out], [ev], new Date(), (b, why) => skipped.push(`${b}: ${why}`)), 1);
+    assert.equal(skipped.length, 2, skipped.join('\n'));
+    // A malformed arrival record, and entries without a name or with one outside the prefix: skipped.
+    await writeBlob(out, arrivalName('runs/cj/', new Date('2026-11-26T00:00:00Z')), '{"blobs": [');
+    await writeJson(out, arrivalName('runs/cj/', new Date('2026-11-26T00:00:01Z')), { blobs: [{ etag: 'x' }, { name: 'elsewhere/x.jpg', etag: 'x', size: 1 }, { name: 'cam/ok\u0085.jpg', etag: 'x', size: 1 }, { name: 'cam/good.jpg', etag: 'g', size: 3 }] });
+    const r = await collectArrivals(out, { job: j, partitions: 1, total: 1, cursor: '' });
+    assert.equal(r.stopped, false);
+    const planned = (await readJson<PlanPartition>(out, 'runs/cj/_plan/1.json'))!.blobs.map((b) => b.name).sort();
+    assert.deepEqual(planned, ['cam/e.jpg', 'cam/good.jpg']);
+  });
 });
 
 describe('a continuous job through the local host', () => {
