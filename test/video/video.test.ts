@@ -14,7 +14,9 @@ import { Readable } from 'node:stream';
 import { serveBlob, type BlobUrl } from '../../lib/video/source';
 import { probeVideo, type VideoProbe } from '../../lib/video/probe';
 import { decodeFrames } from '../../lib/video/decode';
-import { ffmpegPath } from '../../lib/video/ffmpeg';
+import { ffmpegPath, runFfmpeg } from '../../lib/video/ffmpeg';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { frameTimes, selectFrames, videoRuns } from '../../lib/video/frames';
 import { LakeInferError } from '../../lib/util/errors';
 
@@ -107,6 +109,33 @@ describe('bad videos fail with a code, never hang, never reach past the blob', (
     await assert.rejects(probe(Buffer.alloc(0)), (e: unknown) => e instanceof LakeInferError && ['VideoUnsupported', 'VideoDecodeFailed'].includes(e.code));
     await assert.rejects(probe(Buffer.from('not a video at all '.repeat(100))), code('VideoUnsupported'));
     await assert.rejects(probe(good.subarray(0, Math.floor(good.length / 2))), (e: unknown) => e instanceof LakeInferError && ['VideoUnsupported', 'VideoDecodeFailed'].includes(e.code) && !/127\.0\.0\.1/.test(e.message));
+  });
+
+  test('a file with no video stream (audio only) is VideoUnsupported; a 10-bit (yuv420p10le) H.264 video still gives its frames', async () => {
+    const make = async (args: string[]): Promise<Buffer> => {
+      const dir = await mkdtemp(join(tmpdir(), 'lakeinfer-vid-'));
+      try {
+        const file = join(dir, 'x.mp4');
+        const r = await runFfmpeg(['-nostdin', '-hide_banner', '-loglevel', 'error', ...args, '-y', file], { timeoutMs: 60_000 });
+        assert.equal(r.code, 0, r.stderr);
+        return readFileSync(file);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
+    await assert.rejects(probe(await make(['-f', 'lavfi', '-i', 'sine=frequency=440:duration=1', '-c:a', 'aac'])), code('VideoUnsupported', /no video stream/));
+    const tenBit = await make(['-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=10', '-t', '1', '-c:v', 'libx264', '-pix_fmt', 'yuv420p10le']);
+    const src = await serve(tenBit);
+    try {
+      const p = await probeVideo(src.url, { timeoutMs: 30_000 });
+      assert.equal(p.pts.length, 10);
+      const all = Array.from({ length: 10 }, (_, i) => i);
+      const seq = await decodeAll(src.url, p, all);
+      assert.equal(seq.length, 10);
+      assert.deepEqual([...(await decodeAll(src.url, p, all.slice(0, 4))), ...(await decodeAll(src.url, p, all.slice(4)))], seq, 'runs equal the sequential read');
+    } finally {
+      await src.close();
+    }
   });
 
   test('a concat list or HLS playlist named .mp4 is refused without opening what it names (demuxers and protocols limited)', async () => {
