@@ -15,6 +15,7 @@ import {
   addStages,
   emptyStages,
   LATENCY_BOUNDS_MS,
+  mergeVideoStats,
   partitionOfPartName,
   partSummaryName,
   pieceFragmentName,
@@ -27,6 +28,7 @@ import {
   type PartitionSummary,
   type PieceFragments,
   type StageTimings,
+  type VideoStats,
 } from '../partition/parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
 import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from '../partition/parquet';
@@ -158,6 +160,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   const t0 = Date.parse(input.startedAt);
   const cold = { modelLoads: 0, modelLoadMsTotal: 0, modelLoadMsMax: 0 };
   const firstResults: number[] = [];
+  const videos: Record<string, VideoStats> = {};
 
   // Pass 1: every partition's summary (or why it has none), in order; what composing needs is kept,
   // the rest folded into the report's figures.
@@ -190,6 +193,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
       firstResults.push(sm.firstResultMs);
     }
     partitionEnds.push([Math.max(0, (Date.parse(sm.endedAt) - t0) / 1000), sm.images]);
+    mergeVideoStats(videos, sm.videos);
     failuresTotal += sm.failed;
     for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
     if (r.n % sampleStride === 0) for (const x of sm.samples) if (samples.length < MAX_THUMBNAILS) samples.push(x);
@@ -259,7 +263,7 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     files: [...resultsFiles, ...cocoFiles, ...(dataset ? [`${p}${PARQUET_DATASET}`] : []), ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
     ...(dataset ? { datasets: { results: dataset } } : {}),
   };
-  await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds }));
+  await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds, ...(Object.keys(videos).length ? { videos } : {}) }));
   await writeJson(output, `${p}_manifest.json`, manifest);
   return { ...manifest, stats };
 }

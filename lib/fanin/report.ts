@@ -5,13 +5,15 @@
  * latency histogram, model and parameters. Its size is bounded whatever the job size.
  */
 import type { Manifest } from './manifest';
-import type { ImageSample } from '../partition/parts';
+import type { ImageSample, VideoStats } from '../partition/parts';
 
 /** An image shown in the report (chosen by its partition). */
 export type ReportSample = ImageSample;
 
 export interface ReportFailure {
   blob: string;
+  /** A video frame's index, when the failure is one frame's. */
+  frame?: number;
   stage: string;
   code: string;
   message: string;
@@ -24,6 +26,32 @@ export interface ReportData {
   failuresTotal: number;
   /** Partitions as [seconds from job start at which they ended, images]. */
   partitionEnds: [number, number][];
+  /** The job's videos (at most 200): frames, failures, detections per second. */
+  videos?: Record<string, VideoStats>;
+}
+
+/** Videos shown in the report, and seconds of timeline per video (longer videos are binned). */
+export const MAX_REPORT_VIDEOS = 50;
+const MAX_TIMELINE_BARS = 60;
+
+/** Detections per frame over the video's time, in at most MAX_TIMELINE_BARS bins of whole seconds. */
+export function videoTimeline(v: VideoStats): { values: number[]; labels: string[] } {
+  const secs = Object.keys(v.framesBySecond).map(Number);
+  const last = secs.length ? Math.max(...secs) : 0;
+  const per = Math.max(1, Math.ceil((last + 1) / MAX_TIMELINE_BARS));
+  const values: number[] = [];
+  const labels: string[] = [];
+  for (let s = 0; s <= last; s += per) {
+    let det = 0;
+    let fr = 0;
+    for (let k = s; k < s + per; k++) {
+      det += v.bySecond[String(k)] ?? 0;
+      fr += v.framesBySecond[String(k)] ?? 0;
+    }
+    values.push(fr === 0 ? 0 : Math.round((det / fr) * 100) / 100);
+    labels.push(per === 1 ? `${s}s` : `${s}-${s + per - 1}s`);
+  }
+  return { values, labels };
 }
 
 export const MAX_THUMBNAILS = 120;
@@ -84,6 +112,19 @@ export function throughput(ends: [number, number][], buckets = 40): [number, num
   return counts.map((c, i) => [(i + 1) * width, c / width]);
 }
 
+function videoSection(videos: Record<string, VideoStats> | undefined): string {
+  const all = Object.entries(videos ?? {});
+  if (all.length === 0) return '';
+  const rows = all
+    .slice(0, MAX_REPORT_VIDEOS)
+    .map(([name, v]) => {
+      const t = videoTimeline(v);
+      return `<div class="video"><h3>${esc(name)}</h3><p class="muted">${fmt(v.frames)} frames inferred, ${fmt(v.failed)} failed, ${fmt(v.detections)} detections; detections per frame over the video's time:</p>${barChart(t.values, t.labels)}</div>`;
+    })
+    .join('');
+  return `<section id="videos"><h2>Videos (${fmt(all.length)})</h2>${rows}${all.length > MAX_REPORT_VIDEOS ? `<p class="muted">first ${MAX_REPORT_VIDEOS} shown</p>` : ''}</section>`;
+}
+
 export function renderReport(d: ReportData): string {
   const m = d.manifest;
   const c = m.counts;
@@ -107,7 +148,7 @@ export function renderReport(d: ReportData): string {
     })
     .join('');
   const failRows = d.failures
-    .map((f) => `<tr><td>${esc(f.blob)}</td><td>${esc(f.stage)}</td><td><code>${esc(f.code)}</code></td><td>${esc(f.message)}</td></tr>`)
+    .map((f) => `<tr><td>${esc(f.frame === undefined ? f.blob : `${f.blob}#frame=${f.frame}`)}</td><td>${esc(f.stage)}</td><td><code>${esc(f.code)}</code></td><td>${esc(f.message)}</td></tr>`)
     .join('');
   const cost = m.cost;
   return `<!doctype html>
@@ -158,6 +199,7 @@ pre{background:#f3f4f6;padding:10px;border-radius:6px;overflow:auto;font-size:12
 <div><h2>Per-image latency (ms)</h2>${barChart(hist.counts, histLabels)}</div></div></section>
 <section><h2>Images</h2><p class="muted">${d.samples.length < c.succeeded + c.skipped ? `${d.samples.length} of ${fmt(c.succeeded + c.skipped)} images, sampled evenly` : `all ${d.samples.length} images`}${d.samples.some((s) => s.overlay) ? '; click an image for its full-size overlay' : ' (run with output.overlays: true to see masks and boxes)'}.</p>
 <div class="grid" id="thumbnails">${thumbs}</div></section>
+${videoSection(d.videos)}
 <section><h2>Failures (${fmt(d.failuresTotal)})</h2>${d.failuresTotal === 0 ? '<p class="muted">none</p>' : `<table id="failures"><thead><tr><th>blob</th><th>stage</th><th>code</th><th>message</th></tr></thead><tbody>${failRows}</tbody></table>${d.failuresTotal > d.failures.length ? `<p class="muted">first ${d.failures.length} shown; all in _failures.jsonl</p>` : ''}`}</section>
 <section><h2>Model and parameters</h2><pre>${esc(JSON.stringify({ model: m.model, params: m.params, input: m.input, output: m.output, submittedAt: m.submittedAt }, null, 2))}</pre></section>
 </main></body></html>

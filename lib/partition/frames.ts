@@ -13,7 +13,7 @@ import { outputBlobName, storageError, writeBlob, writeJson, type BlobRef } from
 import { renderOverlay } from '../model/overlay';
 import { FrameRun } from '../video/run';
 import { blobRangeRead } from '../video/plan';
-import type { FailureRecord, ImageResult, Stage } from './parts';
+import type { FailureRecord, ImageResult, Stage, VideoStats } from './parts';
 
 export type Outcome = { kind: 'ok' | 'skipped'; result: ImageResult; line: string; latency: number; t?: ImageResult['timings'] } | { kind: 'failed'; failure: FailureRecord; latency: number };
 
@@ -113,4 +113,26 @@ export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; p
     throw e;
   }
   return { kind: 'ok', result, line: JSON.stringify(result), latency: performance.now() - t0, t: result.timings };
+}
+
+/** Per video among a piece's items: frames inferred and failed, detections per second. */
+export function videoStats(items: readonly BlobRef[], done: readonly Outcome[]): Record<string, VideoStats> | undefined {
+  let out: Record<string, VideoStats> | undefined;
+  done.forEach((o, i) => {
+    const b = items[i]!;
+    if (!b.frame && !b.probeError) return;
+    out ??= {};
+    const v = (out[b.name] ??= { frames: 0, failed: 0, detections: 0, bySecond: {}, framesBySecond: {} });
+    if (o.kind === 'failed') {
+      v.failed++;
+      return;
+    }
+    v.frames++;
+    const n = o.result.detections.length;
+    v.detections += n;
+    const sec = String(Math.floor(b.frame!.time));
+    v.bySecond[sec] = (v.bySecond[sec] ?? 0) + n;
+    v.framesBySecond[sec] = (v.framesBySecond[sec] ?? 0) + 1;
+  });
+  return out;
 }

@@ -113,6 +113,33 @@ interface RunSummary extends Counts {
   latencyCounts: number[];
   samples: ImageSample[];
   failureHead: FailureRecord[];
+  /** The videos whose frames it inferred (absent: none). */
+  videos?: Record<string, VideoStats>;
+}
+
+/** A video's frames in a piece or partition: counts, and detections per second of the video. */
+export interface VideoStats {
+  frames: number;
+  failed: number;
+  detections: number;
+  /** Detections of the frames in each second (index: whole seconds from the first frame). */
+  bySecond: Record<string, number>;
+  /** Frames in each second (so a timeline can show detections per frame). */
+  framesBySecond: Record<string, number>;
+}
+
+/** Adds b's video stats into a (the map a report or summary keeps, at most `max` videos). */
+export function mergeVideoStats(a: Record<string, VideoStats>, b: Record<string, VideoStats> | undefined, max = 200): Record<string, VideoStats> {
+  for (const [name, v] of Object.entries(b ?? {})) {
+    const t = a[name] ?? (Object.keys(a).length < max ? (a[name] = { frames: 0, failed: 0, detections: 0, bySecond: {}, framesBySecond: {} }) : undefined);
+    if (!t) continue;
+    t.frames += v.frames;
+    t.failed += v.failed;
+    t.detections += v.detections;
+    for (const [k, n] of Object.entries(v.bySecond)) t.bySecond[k] = (t.bySecond[k] ?? 0) + n;
+    for (const [k, n] of Object.entries(v.framesBySecond)) t.framesBySecond[k] = (t.framesBySecond[k] ?? 0) + n;
+  }
+  return a;
 }
 
 export interface PieceSummary extends RunSummary {
@@ -211,6 +238,7 @@ export function combinePieces(n: number, pieces: PieceSummary[], model: Partitio
     samples: pieces.flatMap((p) => p.samples).slice(0, SAMPLES_PER_PIECE * 2),
     failureHead: pieces.flatMap((p) => p.failureHead).slice(0, FAILURES_PER_PIECE),
     pieces: pieces.map((p) => p.fragments),
+    ...(pieces.some((p) => p.videos) ? { videos: pieces.reduce<Record<string, VideoStats>>((acc, p) => mergeVideoStats(acc, p.videos), {}) } : {}),
     model,
     planEtag,
     run,

@@ -17,7 +17,7 @@ import { round1 } from '../model/postprocess';
 import { watchForCancel } from '../job/folder';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from '../model';
 import { renderOverlay } from '../model/overlay';
-import { frameOutputName, frameRuns, itemName, perImage, processFrame, type Outcome } from './frames';
+import { frameOutputName, frameRuns, itemName, perImage, processFrame, videoStats, type Outcome } from './frames';
 import type { InferParams } from '../model/spec';
 import {
   addStages,
@@ -281,6 +281,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     if (o.t) addStages(stageMs, o.t);
   });
   roundStages(stageMs);
+  const videos = videoStats(blobs, done);
   // This attempt's own fragment names: a duplicate attempt racing this one writes beside it.
   const attempt = randomBytes(4).toString('hex');
   const write = async (kind: FragmentKind, text: string): Promise<Fragment> => {
@@ -322,6 +323,7 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     latencyCounts,
     samples,
     failureHead: failures.slice(0, FAILURES_PER_PIECE),
+    ...(videos ? { videos } : {}),
     fragments: { from, to, results, coco: cocoFrag, failures: failuresFrag, ...(parquet ? { parquet } : {}) },
   };
   if (to < plan.blobs.length) {

@@ -58,6 +58,8 @@ test('the demo job report opens in Chromium: no failed requests, no console erro
     assert.equal(sizes.length, 19, 'a thumbnail per page and per frame (overlays/<clip>.frame-<i>.png)');
     assert.ok(sizes.every((w) => w > 0), `every thumbnail rendered: ${sizes.join(', ')}`);
     assert.equal(await page.$$eval('#failures tbody tr', (r) => r.length), 3);
+    assert.equal(await page.textContent('#videos h3'), 'demo/clip.mp4', "the report's video view");
+    assert.equal(await page.$$eval('#videos svg rect', (r) => r.length), 3, 'a timeline bar per second of the 3-second clip');
     const shot = join(jobDir, 'report.png');
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok((await stat(shot)).size > 20_000, 'a real screenshot');

@@ -112,6 +112,11 @@ test('images and videos in one job: each frame once, equal to the sequential rea
   const frameResult = lines.find((r) => r.source.name === 'cams/h264-gop12.mp4' && r.frame!.index === 59)!;
   const ann = JSON.parse(cocoLines({ ...frameResult, detections: [{ category_id: 1, label: 'red', score: 0.9, bbox: [0, 0, 1, 1] }] }, 7).slice(2)) as { file_name: string; image_id: number };
   assert.deepEqual([ann.file_name, ann.image_id], ['cams/h264-gop12.mp4#frame=59', 7]);
+  // The report's video view: each video with its frame counts and a detections-per-frame timeline.
+  const report = (await readBlob(out, 'mixed/report.html'))!.data.toString();
+  assert.match(report, /<section id="videos"><h2>Videos \(4\)<\/h2>/);
+  assert.match(report, /<h3>cams\/h264-gop12\.mp4<\/h3><p class="muted">60 frames inferred, 0 failed/);
+  assert.match(report, /<h3>cams\/broken\.mp4<\/h3><p class="muted">0 frames inferred, 1 failed/);
   // Per-frame result files.
   assert.ok(await readBlob(out, 'mixed/results/cams/vp9.webm.frame-0000029.json'));
 });
