@@ -45,6 +45,7 @@ import {
   ORCHESTRATION_BINDING,
   safeParse,
   statusOf,
+  listInstances,
   type EngineOptions,
   type EngineStats,
   type InstanceRecord,
@@ -94,8 +95,7 @@ export class DurableEngine implements JobClient {
   }
 
   async start(name: string, instanceId: string, input: unknown): Promise<void> {
-    const fn = this.functions.get(name);
-    if (!fn || fn.trigger.type !== 'orchestrationTrigger') throw new Error(`no orchestrator function named '${name}'`);
+    if (!this.hasOrchestrator(name)) throw new Error(`no orchestrator function named '${name}'`);
     const now = new Date().toISOString();
     const prev = this.instances.get(instanceId);
     const execution = (prev?.execution ?? 0) + 1;
@@ -107,16 +107,7 @@ export class DurableEngine implements JobClient {
 
   /** The instances matching a filter, inputs left out (the instance query of the Durable client). */
   async list(filter: InstanceFilter): Promise<InstanceStatus[]> {
-    const out: InstanceStatus[] = [];
-    for (const r of this.instances.values()) {
-      const s = statusOf(r);
-      if (filter.runtimeStatus?.length && !filter.runtimeStatus.includes(s.runtimeStatus)) continue;
-      if (filter.createdTimeFrom && (s.createdTime ?? '') < filter.createdTimeFrom.toISOString()) continue;
-      if (filter.createdTimeTo && (s.createdTime ?? '') > filter.createdTimeTo.toISOString()) continue;
-      delete s.input;
-      out.push(s);
-    }
-    return out;
+    return listInstances(this.instances.values(), filter);
   }
 
   async status(instanceId: string): Promise<InstanceStatus | undefined> {

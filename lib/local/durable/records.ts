@@ -3,7 +3,7 @@
  * messages, execution), the options and statistics of the engine, the extension's constants, and
  * the pure helpers over them. No I/O.
  */
-import type { InstanceStatus, RuntimeStatus } from '../../api/jobs';
+import type { InstanceFilter, InstanceStatus, RuntimeStatus } from '../../api/jobs';
 import { EV, type Action, type HistoryEvent } from './replay';
 
 /** The binding data the extension sends with an orchestration (V3 negotiated as it negotiates it). */
@@ -166,3 +166,17 @@ export function statusOf(r: InstanceRecord): InstanceStatus {
   };
 }
 
+
+/** The instances matching a filter, inputs left out (the instance query of the Durable client). */
+export function listInstances(records: Iterable<InstanceRecord>, filter: InstanceFilter): InstanceStatus[] {
+  const out: InstanceStatus[] = [];
+  for (const r of records) {
+    const s = statusOf(r);
+    if (filter.runtimeStatus?.length && !filter.runtimeStatus.includes(s.runtimeStatus)) continue;
+    if (filter.createdTimeFrom && (s.createdTime ?? '') < filter.createdTimeFrom.toISOString()) continue;
+    if (filter.createdTimeTo && (s.createdTime ?? '') > filter.createdTimeTo.toISOString()) continue;
+    delete s.input;
+    out.push(s);
+  }
+  return out;
+}
