@@ -74,7 +74,6 @@ export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; p
     pixels = await place.run.frame(place.k);
   } catch (err) {
     const e = isLakeInferError(err) ? err : new LakeInferError('VideoDecodeFailed', ensureErrorType(err).message);
-    if (e.retryable && e.code !== 'VideoDecodeFailed') throw e;
     if (e.retryable) throw e;
     return fail('decode', e);
   }
