@@ -2,7 +2,7 @@ import tseslint from 'typescript-eslint';
 import layers from './eslint/layers.mjs';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'out/**', '.deploy/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'out/**', '.deploy/**', '.dist-scratch/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

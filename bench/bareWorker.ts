@@ -20,8 +20,13 @@ async function main(): Promise<void> {
   try {
     s = await ort.InferenceSession.create(init.onnx, { graphOptimizationLevel: 'all', executionMode: 'sequential', intraOpNumThreads: init.threads });
     const name = s.inputNames[0]!;
-    const first = init.batches[0]!;
-    await s.run({ [name]: new ort.Tensor('float32', first.data, first.shape) }); // warm-up
+    // Warm-up on every input shape it will time (onnxruntime plans memory per new shape).
+    const seen = new Set<string>();
+    for (const b of init.batches) {
+      if (seen.has(b.shape.join('x'))) continue;
+      seen.add(b.shape.join('x'));
+      await s.run({ [name]: new ort.Tensor('float32', b.data, b.shape) });
+    }
     parentPort!.postMessage({ type: 'ready' });
     await new Promise((r) => parentPort!.once('message', r));
     for (const b of init.batches) await s.run({ [name]: new ort.Tensor('float32', b.data, b.shape) });

@@ -5,7 +5,13 @@
  * image costs before preprocessing). One ffmpeg thread and all of them, so the per-frame CPU and
  * the wall time are both in the table.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { BlobServiceClient } from '@azure/storage-blob';
+import type { Manifest } from '../lib/fanin/finalize';
+import { startLocalHost } from '../lib/local/host/host';
+import { submit, watch } from '../lib/cli/client';
+import { mapLimit, readJson, writeBlob } from '../lib/storage';
+import { measured } from './cpu';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -64,6 +70,74 @@ export async function videoBench(log: (m: string) => void): Promise<VideoBench> 
       return r;
     } finally {
       await src.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export interface VideoPipelineBench {
+  clip: string;
+  frames: number;
+  /** The same frames as JPEG images (ffmpeg -q:v 2), one job each way, default settings, warm. */
+  jpegImagesPerSec: number;
+  videoFramesPerSec: number;
+  framesOverImages: number;
+  jpegForeignCores: number;
+  videoForeignCores: number;
+}
+
+/**
+ * Frames/s of a video job against images/s of a job over the same frames as JPEGs, through the
+ * local host with default settings and the text detector (already in `models`): what a video in
+ * the lake costs per frame beside a folder of its frames. Each job is run once cold (discarded) and
+ * then timed warm, the two kinds interleaved.
+ */
+export async function videoPipelineBench(cs: string, model: string, log: (m: string) => void): Promise<VideoPipelineBench> {
+  const dir = await mkdtemp(join(tmpdir(), 'lakeinfer-bench-videojob-'));
+  const service = BlobServiceClient.fromConnectionString(cs);
+  const input = service.getContainerClient('bench-video');
+  await input.createIfNotExists();
+  await service.getContainerClient('bench-out').createIfNotExists();
+  try {
+    const file = join(dir, 'clip.mp4');
+    const frames = 48;
+    const enc = await runFfmpeg(['-nostdin', '-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=960x544:rate=30', '-frames:v', String(frames), '-c:v', 'libx264', '-preset', 'veryfast', '-g', '30', '-pix_fmt', 'yuv420p', '-y', file], { timeoutMs: 300_000 });
+    if (enc.code !== 0) throw new Error(`encoding the bench clip failed: ${enc.stderr.slice(-300)}`);
+    const ext = await runFfmpeg(['-nostdin', '-hide_banner', '-loglevel', 'error', '-i', file, '-q:v', '2', join(dir, 'frame-%03d.jpg')], { timeoutMs: 300_000 });
+    if (ext.code !== 0) throw new Error(`extracting the bench frames failed: ${ext.stderr.slice(-300)}`);
+    const jpegs = (await readdir(dir)).filter((n) => n.endsWith('.jpg')).sort();
+    await writeBlob(input, 'video/clip.mp4', await readFile(file));
+    await mapLimit(jpegs, 8, async (n) => writeBlob(input, `jpeg/${n}`, await readFile(join(dir, n))));
+    const host = await startLocalHost({ storageConnectionString: cs, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined, activityOutput: () => undefined });
+    try {
+      let k = 0;
+      const job = async (kind: 'jpeg' | 'video'): Promise<number> => {
+        const id = `bench-video-${kind}-${k++}`;
+        await submit({ url: host.url }, { jobId: id, input: { container: 'bench-video', prefix: `${kind}/`, extensions: kind === 'jpeg' ? ['.jpg'] : ['.mp4'] }, output: { container: 'bench-out', prefix: 'video-runs/' }, model: { name: model } });
+        const done = await watch({ url: host.url }, id, () => undefined, 100);
+        if (done.runtimeStatus !== 'Completed') throw new Error(`bench job ${id} ended ${done.runtimeStatus}: ${JSON.stringify(done.output)}`);
+        const m = await readJson<Manifest>(service.getContainerClient('bench-out'), `video-runs/${id}/_manifest.json`);
+        if (m?.counts.succeeded !== frames) throw new Error(`bench job ${id}: ${JSON.stringify(m?.counts)}, expected ${frames} results`);
+        return frames;
+      };
+      await job('jpeg');
+      await job('video');
+      const j = await measured(() => job('jpeg'));
+      const v = await measured(() => job('video'));
+      const r: VideoPipelineBench = {
+        clip: `960x544 H.264, ${frames} frames (testsrc2)`,
+        frames,
+        jpegImagesPerSec: Math.round((frames / j.wallS) * 100) / 100,
+        videoFramesPerSec: Math.round((frames / v.wallS) * 100) / 100,
+        framesOverImages: Math.round((j.wallS / v.wallS) * 100) / 100,
+        jpegForeignCores: j.foreignCores,
+        videoForeignCores: v.foreignCores,
+      };
+      log(`video job: ${r.videoFramesPerSec} frames/s vs ${r.jpegImagesPerSec} images/s on the same frames as JPEGs (${r.framesOverImages}x)`);
+      return r;
+    } finally {
+      await host.stop();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { defaultActivities, type PartitionInput } from '../lib/orchestration/act
 import type { FinalizeInput } from '../lib/fanin/finalize';
 import type { JobSpec } from '../lib/job/request';
 import type { CollectInput } from '../lib/continuous/collect';
-import { COLLECT_ACTIVITY, FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY } from '../lib/orchestration/orchestrator';
+import { COLLECT_ACTIVITY, FINALIZE_ACTIVITY, INFER_ACTIVITY, inferenceJobOrchestrator, ORCHESTRATOR, PLAN_ACTIVITY, PLAN_MORE_ACTIVITY } from '../lib/orchestration/orchestrator';
 
 df.app.orchestration(ORCHESTRATOR, inferenceJobOrchestrator);
 
@@ -23,6 +23,7 @@ const finalizeJob: ActivityHandler = (input, context) => {
 };
 
 df.app.activity(PLAN_ACTIVITY, { handler: planJob });
+df.app.activity(PLAN_MORE_ACTIVITY, { handler: (input) => defaultActivities().planMore(input as JobSpec) });
 df.app.activity(INFER_ACTIVITY, { handler: inferPartition });
 df.app.activity(FINALIZE_ACTIVITY, { handler: finalizeJob });
 df.app.activity(COLLECT_ACTIVITY, { handler: (input) => defaultActivities().collectArrivals(input as CollectInput) });

@@ -53,6 +53,7 @@ export function durableJobClient(context: InvocationContext): JobClient {
       };
     },
     terminate: (id, reason) => client.terminate(id, reason),
+    raiseEvent: (id, name, data) => client.raiseEvent(id, name, data),
     purge: async (id) => (await client.purgeInstanceHistory(id)).instancesDeleted > 0,
     list: async (filter) =>
       (

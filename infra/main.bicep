@@ -77,13 +77,16 @@ var useExternalData = !empty(externalDataConnectionString)
 @description('Continuous jobs: subscribe the app\'s blobArrivals function to BlobCreated events of the input container. Event Grid checks that the function exists, so set it after the first deployment of the code (azd env set LAKEINFER_CONTINUOUS_EVENTS true; azd provision).')
 param continuousEvents bool = false
 
+@description('Blob Inventory: a daily Parquet inventory of the input container written to the inventory container, so that jobs over millions of blobs read it (input.inventory) instead of listing. Costs per million objects scanned (Blob Storage pricing), plus the files it writes.')
+param blobInventory bool = false
+
 @description('Durable task hub name.')
 param taskHubName string = 'lakeinfer'
 
 @description('Inference knobs (see README, Settings). 0: one single-threaded session per core of the instance.')
 param inferWorkers int = 0
 param ortIntraOpThreads int = 0
-param inferBatchSize int = 4
+param inferBatchSize int = 1
 param ioConcurrency int = 8
 param maxImageBytes int = 67108864
 param maxImagePixels int = 100000000
@@ -91,6 +94,9 @@ param modelCacheMaxBytes int = 2147483648
 
 @description('A partition stops taking new images after this many seconds and the orchestrator continues it (keep well inside functionTimeout, 30 minutes).')
 param partitionTimeBudgetSeconds int = 1200
+
+@description('Blobs one planning step lists (PLAN_CHUNK_ITEMS): the partitions it planned start while the next step lists on.')
+param planChunkItems int = 100000
 
 @description('Price of one GB-second in USD, for the cost estimate in manifests and reports.')
 param pricePerGbSecond string = '0.000026'
@@ -178,6 +184,42 @@ resource models 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-
   name: modelsContainer
 }
 
+// ---- Blob Inventory (optional): the input container listed daily by Azure, read by jobs through input.inventory ----
+resource inventory 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (blobInventory) {
+  parent: dataBlobs
+  name: 'inventory'
+}
+
+resource inventoryPolicy 'Microsoft.Storage/storageAccounts/inventoryPolicies@2023-05-01' = if (blobInventory) {
+  parent: dataStorage
+  name: 'default'
+  properties: {
+    policy: {
+      enabled: true
+      type: 'Inventory'
+      rules: [
+        {
+          enabled: true
+          name: '${inputContainer}-daily'
+          destination: 'inventory'
+          definition: {
+            format: 'Parquet'
+            schedule: 'Daily'
+            objectType: 'Blob'
+            // Name is the container and the blob name; what a plan needs of each blob besides.
+            schemaFields: ['Name', 'Last-Modified', 'Content-Length', 'Content-MD5', 'Etag', 'BlobType']
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: ['${inputContainer}/']
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [inventory]
+}
+
 // ---- Key Vault (RBAC): exists only when an external data account's connection string is given ----
 // No purge protection: a purge-protected vault cannot be purged, so after `azd down` its name (fixed per
 // environment) stays taken for the soft-delete retention and `azd up` with the same environment fails.
@@ -240,6 +282,7 @@ var baseSettings = [
   { name: 'MAX_IMAGE_PIXELS', value: string(maxImagePixels) }
   { name: 'MODEL_CACHE_MAX_BYTES', value: string(modelCacheMaxBytes) }
   { name: 'PARTITION_TIME_BUDGET_SECONDS', value: string(partitionTimeBudgetSeconds) }
+  { name: 'PLAN_CHUNK_ITEMS', value: string(planChunkItems) }
   { name: 'INSTANCE_MEMORY_MB', value: string(instanceMemoryMB) }
   { name: 'PRICE_PER_GB_SECOND', value: pricePerGbSecond }
 ]
@@ -361,6 +404,12 @@ resource hostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource inputReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: input
   name: guid(input.id, identity.id, roles.storageBlobDataReader)
+  properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
+}
+
+resource inventoryReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (blobInventory) {
+  scope: inventory
+  name: guid(resourceGroup().id, 'inventory', identity.id, roles.storageBlobDataReader)
   properties: { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader), principalId: identity.properties.principalId, principalType: 'ServicePrincipal' }
 }
 

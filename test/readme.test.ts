@@ -8,6 +8,7 @@ import { RESULT_COLUMNS } from '../lib/partition/parquet';
 import { demoScenes } from '../lib/cli/demo';
 import { renderTextScene } from '../lib/cli/textImages';
 import { freshCopy } from './helpers/freshCopy';
+import { yolov8SegStandIn } from './helpers/models';
 
 const root = join(__dirname, '..', '..');
 
@@ -85,10 +86,14 @@ test('the README as written: quick start and the local walkthrough on a fresh co
   mkdirSync(join(repo, 'my-images', 'trip'), { recursive: true });
   const scenes = demoScenes(4);
   for (let i = 0; i < scenes.length; i++) writeFileSync(join(repo, 'my-images', ...(i % 2 ? ['trip'] : []), `page-${i}.jpg`), await renderTextScene(scenes[i]!, 'jpeg'));
+  // "Bring your own model" exports a YOLOv8-seg model with PyTorch (skipped): a model of the same shapes stands in.
+  writeFileSync(join(repo, 'yolov8n-seg.onnx'), yolov8SegStandIn());
   const env: NodeJS.ProcessEnv = { ...process.env };
   // A user's shell: none of this machine's lakeinfer settings, nor the CI's CUDA-download switch.
   for (const k of ['DATA_STORAGE', 'LAKEINFER_URL', 'LAKEINFER_KEY', 'LAKEINFER_ACCOUNT_URL', 'ONNXRUNTIME_NODE_INSTALL', 'npm_config_onnxruntime_node_install']) delete env[k];
   for (const k of Object.keys(env)) if (k.startsWith('npm_')) delete env[k];
+  const session = join(repo, '.readme-terminal.sh');
+  writeFileSync(session, '');
   const ran: string[] = [];
   const skipped: string[] = [];
   let background: ChildProcess | undefined;
@@ -124,7 +129,8 @@ test('the README as written: quick start and the local walkthrough on a fresh co
         ran.push(`line ${b.line} (background) '${first}'`);
         continue;
       }
-      const r = spawnSync('bash', ['-eo', 'pipefail', '-c', b.text], { cwd: repo, env, encoding: 'utf8', timeout: 10 * 60_000, maxBuffer: 64 * 1024 * 1024 });
+      // One terminal for the whole walkthrough: what a block exports (DATA_STORAGE) holds in the next.
+      const r = spawnSync('bash', ['-eo', 'pipefail', '-c', `source '${session}'\n${b.text}\nexport -p > '${session}'`], { cwd: repo, env, encoding: 'utf8', timeout: 10 * 60_000, maxBuffer: 64 * 1024 * 1024 });
       const out = `${r.stdout}\n${r.stderr}`;
       assert.equal(r.status, 0, `README line ${b.line} failed (exit ${r.status}):\n${b.text}\n---\n${out.slice(-6000)}\n--- host:\n${backgroundOut.slice(-3000)}`);
       outputs.push(out);
@@ -149,5 +155,22 @@ test('the README as written: quick start and the local walkthrough on a fresh co
   assert.match(all, /manifest: succeeded; images 4: 4 succeeded, 0 failed/);
   assert.ok(existsSync(join(repo, 'out', 'my-first-job', 'report.html')), 'report downloaded to out/<jobId>/');
   if (ran.some((r) => r.includes('python3 -c "import duckdb'))) assert.match(all, /│ ok +│ +\d+ │/, 'DuckDB read the Parquet dataset');
+  // Reading the results: each reader that ran read the first job's table.
+  if (ran.some((r) => r.includes('import pandas as pd'))) assert.match(all, /ok +(detection|none)/, 'pandas read the dataset');
+  if (ran.some((r) => r.includes('import polars as pl'))) assert.match(all, /│ ok +┆ \d+ +│/, 'polars read the dataset');
+  if (ran.some((r) => r.includes('from deltalake import DeltaTable'))) assert.match(all, /version 0 \['WRITE'\]/, 'delta-rs read the Delta table');
+  if (ran.some((r) => r.includes('read_results.py'))) assert.match(all, /spark versions: 1/, 'Spark read the Delta table');
+  // Bring your own model: a YOLOv8-seg model and a classifier, each added, run and reported.
+  assert.match(all, /model 'my-yolo' checked and uploaded to models\/my-yolo\//);
+  assert.match(all, /job my-yolo-job: succeeded \(Completed\)/);
+  assert.match(all, /model 'text-direction' checked and uploaded to models\/text-direction\//);
+  assert.match(all, /job my-classify-job: succeeded \(Completed\)/);
+  const yoloReport = readFileSync(join(repo, 'out', 'my-yolo-job', 'report.html'), 'utf8');
+  assert.match(yoloReport, /Detections by label/);
+  assert.ok((yoloReport.match(/<img /g) ?? []).length >= 4, 'every picture shown, with its overlay (overlays "samples" by default)');
+  assert.ok(existsSync(join(repo, 'out', 'my-yolo-job', 'overlays', 'photos')), 'the samples\' overlays came with the report');
+  const clsReport = readFileSync(join(repo, 'out', 'my-classify-job', 'report.html'), 'utf8');
+  assert.match(clsReport, /Top classes \(the top class of each image\)/);
+  assert.match(clsReport, /<b>(0|180)<\/b> \d\.\d{3}/);
   console.log(`README commands run:\n  ${ran.join('\n  ')}\nskipped:\n  ${skipped.join('\n  ')}`);
 });

@@ -9,37 +9,12 @@ import { isLakeInferError, LakeInferError } from '../util/errors';
 import { clearOutcome, decideOutcome, enclosedJob, enclosingJob, jobRecordName, readOutcome, type JobRecord, type JobStatus } from '../job/folder';
 import { jobOf, parseJobRequest, requestOf, specDifferences, specDigest, type JobSpec } from '../job/request';
 import type { JobProgress } from '../job/totals';
-import { ORCHESTRATOR, type JobOutput, type OrchestratorInput } from '../orchestration/orchestrator';
+import { ORCHESTRATOR, STOP_EVENT, type JobOutput, type OrchestratorInput } from '../orchestration/orchestrator';
 import { readJson } from '../storage';
+import { continuousFeedIssue } from './feeds';
+import type { InstanceFilter, InstanceStatus, JobClient, RuntimeStatus } from './client';
 
-export type RuntimeStatus = 'Running' | 'Pending' | 'Completed' | 'Failed' | 'Terminated' | 'ContinuedAsNew' | 'Canceled' | 'Suspended' | 'Unknown';
-
-export interface InstanceStatus {
-  instanceId: string;
-  runtimeStatus: RuntimeStatus;
-  input?: unknown;
-  output?: unknown;
-  customStatus?: unknown;
-  createdTime?: string;
-  lastUpdatedTime?: string;
-}
-
-export interface JobClient {
-  start(orchestrator: string, instanceId: string, input: unknown): Promise<void>;
-  status(instanceId: string): Promise<InstanceStatus | undefined>;
-  /** Asks for the instance to end; it ends when the Durable runtime processes the request. */
-  terminate(instanceId: string, reason: string): Promise<void>;
-  /** Deletes the history of a finished instance; false when there was none. */
-  purge(instanceId: string): Promise<boolean>;
-  /** The instances matching a filter (their inputs left out): the Durable client's instance query. */
-  list(filter: InstanceFilter): Promise<InstanceStatus[]>;
-}
-
-export interface InstanceFilter {
-  runtimeStatus?: RuntimeStatus[];
-  createdTimeFrom?: Date;
-  createdTimeTo?: Date;
-}
+export type { InstanceFilter, InstanceStatus, JobClient, RuntimeStatus } from './client';
 
 export interface ApiResponse {
   status: number;
@@ -133,6 +108,8 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
   if (job.mode === 'continuous' && opts.continuousUnavailable) {
     return error(400, new LakeInferError('InvalidRequest', `field 'mode': continuous jobs cannot run on this deployment: ${opts.continuousUnavailable}`, { target: 'mode' }));
   }
+  const loop = await continuousFeedIssue(client, job);
+  if (loop) return error(409, loop);
   const existing = await client.status(job.jobId);
   const previous = existing ? jobOf(existing.input) : undefined;
   const conflict = (fields: string[]): ApiResponse =>
@@ -145,7 +122,10 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
     if (job.restart) return error(409, new LakeInferError('JobSpecConflict', `job '${job.jobId}' is running; cancel it before restarting it`, { target: 'restart' }));
     return { status: 202, body: { ...view(existing, baseUrl, previous ?? job), resumed: false, duplicate: true }, headers: { Location: view(existing, baseUrl).links.status } };
   }
-  if (existing?.runtimeStatus === 'Completed' && !job.restart && !opts.resumeCompleted) {
+  // A job that ended cancelled (a continuous job's DELETE, or a cancel that won during finalize) ends
+  // Completed with a cancelled output: it is resumed like a terminated one.
+  const endedCancelled = (existing?.output as Partial<JobOutput> | undefined)?.status === 'cancelled';
+  if (existing?.runtimeStatus === 'Completed' && !job.restart && !opts.resumeCompleted && !endedCancelled) {
     return { status: 200, body: { ...view(existing, baseUrl, previous ?? job), duplicate: true } };
   }
   const output = opts.storage ? (await opts.storage()).getContainerClient(job.output.container) : undefined;
@@ -225,7 +205,9 @@ export async function cancelJob(client: JobClient, jobId: string, baseUrl: strin
   }
   // A continuous job stops itself at its next look for blobs, after writing its final manifest and
   // report (running partitions stop at their next image, as for any cancel).
+  // The stop event wakes it from its wait for the next look.
   if (job?.mode !== 'continuous' || !output) await client.terminate(jobId, 'cancelled by DELETE /api/jobs');
+  else await client.raiseEvent(jobId, STOP_EVENT, { by: 'DELETE /api/jobs' });
   // Terminating is asynchronous: the status as read now, 'cancelling' until the orchestration ends.
   const now = (await client.status(jobId)) ?? s;
   return { status: 202, body: view(now, baseUrl, job, ACTIVE.includes(now.runtimeStatus)) };

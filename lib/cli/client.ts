@@ -10,7 +10,20 @@ export interface ApiOptions {
   key?: string;
 }
 
-async function call(opts: ApiOptions, method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+/**
+ * One API call; a 503 (the host's storage restarted during the request, an app scaling out) is sent
+ * again after its Retry-After or a short backoff, up to 5 times, when `again` allows (every call of
+ * this client is idempotent, but a job request without a jobId).
+ */
+async function call(opts: ApiOptions, method: string, path: string, body?: unknown, again = true): Promise<{ status: number; body: unknown }> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await callOnce(opts, method, path, body);
+    if (r.status !== 503 || !again || attempt >= 5) return { status: r.status, body: r.body };
+    await new Promise((res) => setTimeout(res, r.retryAfterMs ?? 500 * 2 ** (attempt - 1)));
+  }
+}
+
+async function callOnce(opts: ApiOptions, method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown; retryAfterMs?: number }> {
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (opts.key) headers['x-functions-key'] = opts.key;
@@ -27,7 +40,8 @@ async function call(opts: ApiOptions, method: string, path: string, body?: unkno
   } catch {
     // keep text
   }
-  return { status: res.status, body: parsed };
+  const after = Number(res.headers.get('retry-after'));
+  return { status: res.status, body: parsed, ...(after > 0 && after <= 60 ? { retryAfterMs: after * 1000 } : {}) };
 }
 
 /** Nothing answered at the API's URL: say where we looked and what to start. */
@@ -56,7 +70,8 @@ export class ApiError extends Error {
 }
 
 export async function submit(opts: ApiOptions, request: unknown): Promise<JobView> {
-  const r = await call(opts, 'POST', '/api/jobs', request);
+  const hasId = typeof request === 'object' && request !== null && typeof (request as { jobId?: unknown }).jobId === 'string';
+  const r = await call(opts, 'POST', '/api/jobs', request, hasId);
   if (r.status !== 202 && r.status !== 200) throw new ApiError(r.status, r.body);
   return r.body as JobView;
 }

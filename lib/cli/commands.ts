@@ -197,6 +197,11 @@ export const COMMANDS: Record<string, Command> = {
         const got = await downloadOutputs(c, v.outputs.prefix, dir);
         out(`  downloaded ${got.files} files to ${dir}`);
         for (const [blob, file] of got.renamed) out(`  renamed (too long for the local file system): ${blob} -> ${file}`);
+        for (const f of got.failed) out(`  not written: ${f.blob}: ${f.reason}`);
+        if (got.failed.length > 0) {
+          out(`  ${got.failed.length} file(s) could not be written (listed above); the others are in ${dir}`);
+          return 1;
+        }
       }
       return 0;
     },
@@ -255,13 +260,12 @@ export const COMMANDS: Record<string, Command> = {
       const svc = storageOf(a, env, deps.credential);
       const c = svc.getContainerClient(v.outputs.container);
       const dir = resolve(flag(a, 'out') ?? join('out', id));
-      const n = (
-        await downloadOutputs(c, v.outputs.prefix, dir).catch((err: unknown) => {
-          throw storageProblem(err, svc, 'downloading the report');
-        })
-      ).files;
+      const got = await downloadOutputs(c, v.outputs.prefix, dir).catch((err: unknown) => {
+        throw storageProblem(err, svc, 'downloading the report');
+      });
       const file = join(dir, 'report.html');
-      out(`downloaded ${n} files; report: ${file}`);
+      out(`downloaded ${got.files} files; report: ${file}`);
+      for (const f of got.failed) out(`  not written: ${f.blob}: ${f.reason}`);
       if (a.flags['open']) {
         const opener = process.platform === 'darwin' ? 'open' : process.platform === 'win32' ? 'explorer' : 'xdg-open';
         spawn(opener, [file], { detached: true, stdio: 'ignore' }).on('error', () => out(`(could not run ${opener}; open ${file} yourself)`)).unref();

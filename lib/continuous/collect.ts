@@ -22,7 +22,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { isLakeInferError, restStatus } from '../util/errors';
 import { nameProblem } from '../storage/names';
 import { readOutcome } from '../job/folder';
-import type { JobSpec } from '../job/request';
+import { fixedPartitionSize, type JobSpec } from '../job/request';
 import { addSegment, type Segment } from '../job/layout';
 import { mapLimit, md5Of, normalizeEtag, planBlobName, planIndexName, readJson, updateJson, writeJson, type BlobRef, type PlanIndex, type PlanPartition } from '../storage';
 
@@ -41,6 +41,13 @@ export interface Arrival {
   size: number;
   /** Content-MD5 (base64) when known: the same bytes uploaded again are recognised by it. */
   md5?: string;
+  /** When it landed (its last-modified time, or the event's time): the report's upload-to-result latency. */
+  landed?: string;
+}
+
+/** A landing time as recorded (ISO 8601), or nothing for anything else. */
+function landedOf(v: unknown): { landed: string } | Record<string, never> {
+  return typeof v === 'string' && v.length <= 40 && Number.isFinite(Date.parse(v)) ? { landed: new Date(v).toISOString() } : {};
 }
 
 /** What the seen index keeps of an inferred blob version. */
@@ -209,7 +216,7 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
       if (!r || !Array.isArray(r.blobs)) continue;
       for (const b of r.blobs as Partial<Arrival>[]) {
         if (typeof b?.name !== 'string' || typeof b.etag !== 'string' || nameProblem(b.name) !== undefined) continue;
-        if (watches(input.job, input.job.input.container, b.name)) latest.set(b.name, { name: b.name, etag: b.etag, size: typeof b.size === 'number' ? b.size : 0, ...(typeof b.md5 === 'string' ? { md5: b.md5 } : {}) });
+        if (watches(input.job, input.job.input.container, b.name)) latest.set(b.name, { name: b.name, etag: b.etag, size: typeof b.size === 'number' ? b.size : 0, ...(typeof b.md5 === 'string' ? { md5: b.md5 } : {}), ...landedOf(b.landed) });
       }
     }
     // Event Grid says nothing of the content: the blob's current properties (Content-MD5, ETag);
@@ -219,7 +226,7 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
         try {
           const props = await source.getBlobClient(b.name).getProperties();
           const md5 = md5Of(props.contentMD5);
-          latest.set(b.name, { name: b.name, etag: normalizeEtag(props.etag), size: props.contentLength ?? b.size, ...(md5 ? { md5 } : {}) });
+          latest.set(b.name, { name: b.name, etag: normalizeEtag(props.etag), size: props.contentLength ?? b.size, ...(md5 ? { md5 } : {}), ...landedOf(b.landed ?? props.lastModified?.toISOString()) });
         } catch (err) {
           if (restStatus(err) === 404) latest.delete(b.name);
           else throw err;
@@ -234,12 +241,12 @@ export async function collectArrivals(output: ContainerClient, input: CollectInp
       await writeJson(output, planIndexName(p), index);
       return { stopped: false, partitions: input.partitions, total: input.total, cursor, images: 0 };
     }
-    batch = { n: input.partitions, first: input.total, cursor, blobs: fresh.map((b) => ({ name: b.name, etag: b.etag, size: b.size, ...(b.md5 ? { md5: b.md5 } : {}) })) };
+    batch = { n: input.partitions, first: input.total, cursor, blobs: fresh.map((b) => ({ name: b.name, etag: b.etag, size: b.size, ...(b.md5 ? { md5: b.md5 } : {}), ...(b.landed ? { landed: b.landed } : {}) })) };
     // Create-only: a concurrent delivery of the same collect that recorded it first wins.
     if ((await writeJson(output, `${p}${BATCHES}${batch.n}.json`, batch, { ifNotExists: true })) === false) batch = (await readJson<BatchRecord>(output, `${p}${BATCHES}${input.partitions}.json`))!;
   }
   // Plan files for the batch (the same content on a repeat), then the index, then the seen index.
-  const size = input.job.partitionSize;
+  const size = fixedPartitionSize(input.job);
   const count = Math.ceil(batch.blobs.length / size);
   await mapLimit(Array.from({ length: count }, (_, i) => i), 8, (i) => {
     const part: PlanPartition = { jobId: input.job.jobId, n: batch.n + i, first: batch.first + i * size, blobs: batch.blobs.slice(i * size, (i + 1) * size) };
@@ -275,7 +282,7 @@ export async function scanForArrivals(input: ContainerClient, output: ContainerC
     const version = `${etag} ${b.name}`;
     if (t === since && atSince.has(version)) continue;
     const md5 = md5Of(b.properties.contentMD5);
-    found.push({ name: b.name, etag, size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}) });
+    found.push({ name: b.name, etag, size: b.properties.contentLength ?? 0, ...(md5 ? { md5 } : {}), ...landedOf(b.properties.lastModified?.toISOString()) });
     if (t > newest) {
       newest = t;
       atNewest = new Set();
@@ -308,6 +315,7 @@ export function blobOfSubject(subject: string): { container: string; name: strin
 export interface BlobEvent {
   subject: string;
   eventType: string;
+  eventTime?: string;
   data: { eTag?: string; contentLength?: number };
 }
 
@@ -328,8 +336,8 @@ export function registrationProblem(r: unknown): string | undefined {
 export async function recordBlobEvents(outputs: ContainerClient[], events: BlobEvent[], at: Date = new Date(), onSkip?: (blob: string, why: string) => void): Promise<number> {
   const blobs = events
     .filter((e) => e.eventType === 'Microsoft.Storage.BlobCreated')
-    .map((e) => ({ at: blobOfSubject(e.subject), etag: normalizeEtag(e.data.eTag), size: e.data.contentLength ?? 0 }))
-    .filter((b): b is { at: { container: string; name: string }; etag: string; size: number } => b.at !== undefined);
+    .map((e) => ({ at: blobOfSubject(e.subject), etag: normalizeEtag(e.data.eTag), size: e.data.contentLength ?? 0, ...landedOf(e.eventTime) }))
+    .filter((b): b is { at: { container: string; name: string }; etag: string; size: number; landed?: string } => b.at !== undefined);
   if (blobs.length === 0) return 0;
   let recorded = 0;
   for (const output of outputs) {
@@ -349,7 +357,7 @@ export async function recordBlobEvents(outputs: ContainerClient[], events: BlobE
       regs.push(r as Registration);
     }
     for (const r of regs) {
-      const mine = blobs.filter((b) => watches(r, b.at.container, b.at.name)).map((b) => ({ name: b.at.name, etag: b.etag, size: b.size }));
+      const mine = blobs.filter((b) => watches(r, b.at.container, b.at.name)).map((b) => ({ name: b.at.name, etag: b.etag, size: b.size, ...(b.landed ? { landed: b.landed } : {}) }));
       recorded += await recordArrivals(output, r, mine, at);
     }
   }

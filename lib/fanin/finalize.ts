@@ -13,6 +13,10 @@ import { decideOutcome } from '../job/folder';
 import { OUTPUT_FORMATS } from '../job/request';
 import {
   addStages,
+  type AnnotatedSegment,
+  LabelTally,
+  LANDED_BOUNDS_S,
+  sumCounts,
   emptyStages,
   LATENCY_BOUNDS_MS,
   mergeVideoStats,
@@ -32,7 +36,8 @@ import {
 } from '../partition/parts';
 import { MAX_FAILURE_ROWS, MAX_THUMBNAILS, renderReport, type ReportFailure, type ReportSample } from './report';
 import { EMPTY_PART, emptyParquetFile, PARQUET_DATASET } from '../partition/parquet';
-import { commitDelta, DELTA_LOG, type DeltaFile } from './delta';
+import { commitDelta, DELETED_FILE_RETENTION_MS, DELTA_LOG, readDeltaState, type DeltaFile } from './delta';
+import { joinAnnotatedVideos } from './videos';
 import { estimateCost, type CostSettings, type FinalizeInput, type Manifest, type ParquetDataset } from './manifest';
 import { composeBlob, emptyComposeStats, FragmentChanged, readJson, writeBlob, writeJson, type ComposeStats, type Part } from '../storage';
 import { LakeInferError } from '../util/errors';
@@ -50,6 +55,8 @@ export interface FinalizeOptions {
   concurrency?: number;
   /** Blocks per output file (Azure's limit by default; tests use fewer). */
   maxBlocks?: number;
+  /** The container of the job's shared Delta table (output.table). */
+  table?: ContainerClient;
 }
 
 /** What finalize moved, and how (the benchmark reports it). */
@@ -93,7 +100,16 @@ function* failureParts(prefix: string, infos: readonly PartInfo[]): Generator<Pa
   }
 }
 
-async function settleParquetDataset(output: ContainerClient, p: string, infos: readonly PartInfo[], concurrency: number, delta?: { jobId: string; operation: string }): Promise<ParquetDataset> {
+/** Where a job's rows go as a dataset: its own folder, or its partition of a table shared by jobs. */
+interface DatasetPlace {
+  container: ContainerClient;
+  /** The table's folder (the dataset's root). */
+  root: string;
+  /** A shared table: the job's partition folder under the root (`job_id=<jobId>/`). */
+  partition?: string;
+}
+
+async function settleParquetDataset(place: DatasetPlace, infos: readonly PartInfo[], concurrency: number, delta?: { jobId: string; operation: string }): Promise<ParquetDataset> {
   const parts: string[] = [];
   const files: DeltaFile[] = [];
   let rows = 0;
@@ -102,30 +118,47 @@ async function settleParquetDataset(output: ContainerClient, p: string, infos: r
     if (!('pieces' in info)) continue;
     for (const piece of info.pieces) {
       if (!piece.parquet) continue;
-      parts.push(piece.parquet.name.slice(PARQUET_DATASET.length));
-      files.push({ path: piece.parquet.name.slice(PARQUET_DATASET.length), size: piece.parquet.bytes, rows: piece.parquet.rows });
+      const path = piece.parquet.table ? piece.parquet.name : piece.parquet.name.slice(PARQUET_DATASET.length);
+      parts.push(path);
+      files.push({ path, size: piece.parquet.bytes, rows: piece.parquet.rows, ...(piece.parquet.stats ? { stats: piece.parquet.stats } : {}) });
       rows += piece.parquet.rows;
       bytes += piece.parquet.bytes;
     }
   }
-  if (parts.length === 0) {
+  if (parts.length === 0 && !place.partition) {
     // No rows (no images yet, or none listed): a schema-only part, so readers get 0 rows, not "no files".
+    // (A shared table has its schema in its Delta log and other jobs' parts.)
     const empty = await emptyParquetFile({ 'lakeinfer.rows': '0' });
-    await writeBlob(output, `${p}${EMPTY_PART}`, empty);
+    await writeBlob(place.container, `${place.root}${EMPTY_PART.slice(PARQUET_DATASET.length)}`, empty);
     parts.push(EMPTY_PART.slice(PARQUET_DATASET.length));
     files.push({ path: EMPTY_PART.slice(PARQUET_DATASET.length), size: empty.length, rows: 0 });
     bytes += empty.length;
   }
   // The Delta commit comes first: a part it removes is deleted only once no version reads it.
-  const commit = delta ? await commitDelta(output, `${p}${PARQUET_DATASET}`, files, { ...delta, now: Date.now() }) : undefined;
+  const commit = delta ? await commitDelta(place.container, place.root, files, { ...delta, now: Date.now(), ...(place.partition ? { partitioned: true, name: place.root } : {}) }) : undefined;
   const listed = new Set(parts);
   const stale: string[] = [];
-  for await (const b of output.listBlobsFlat({ prefix: `${p}${PARQUET_DATASET}` })) {
-    const rel = b.name.slice(p.length + PARQUET_DATASET.length);
-    if (!listed.has(rel) && !rel.startsWith(DELTA_LOG)) stale.push(b.name);
+  // A job's own folder holds only its current parts (plain Parquet readers read the folder). A shared
+  // table is read as a Delta table: a file a commit removed stays for readers of older versions until
+  // the retention passes, as Delta's VACUUM keeps it; files no version ever named go at once.
+  const kept = place.partition ? (await readDeltaState(place.container, place.root)).removed : new Map<string, number>();
+  const now = Date.now();
+  for await (const b of place.container.listBlobsFlat({ prefix: `${place.root}${place.partition ?? ''}` })) {
+    const rel = b.name.slice(place.root.length);
+    const removedAt = kept.get(rel);
+    if (!listed.has(rel) && !rel.startsWith(DELTA_LOG) && (removedAt === undefined || removedAt < now - DELETED_FILE_RETENTION_MS)) stale.push(b.name);
   }
-  await mapLimit(stale, concurrency, (name) => output.getBlobClient(name).deleteIfExists());
-  return { format: 'parquet', path: `${p}${PARQUET_DATASET}`, parts, rows, bytes, removed: stale.length, ...(commit ? { delta: { version: commit.version, committed: commit.committed, added: commit.added, removed: commit.removed } } : {}) };
+  await mapLimit(stale, concurrency, (name) => place.container.getBlobClient(name).deleteIfExists());
+  return {
+    format: 'parquet',
+    path: place.root,
+    ...(place.partition ? { container: place.container.containerName, shared: true } : {}),
+    parts,
+    rows,
+    bytes,
+    removed: stale.length,
+    ...(commit ? { delta: { version: commit.version, committed: commit.committed, added: commit.added, removed: commit.removed } } : {}),
+  };
 }
 
 /** Forgets the summaries of the partition whose fragment changed (it runs again), and says what it had counted. */
@@ -161,6 +194,10 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
   const cold = { modelLoads: 0, modelLoadMsTotal: 0, modelLoadMsMax: 0 };
   const firstResults: number[] = [];
   const videos: Record<string, VideoStats> = {};
+  const labels = new LabelTally();
+  let landed: number[] | undefined;
+  const spans: [number, number][] = [];
+  const segments: AnnotatedSegment[] = [];
 
   // Pass 1: every partition's summary (or why it has none), in order; what composing needs is kept,
   // the rest folded into the report's figures.
@@ -194,6 +231,10 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     }
     partitionEnds.push([Math.max(0, (Date.parse(sm.endedAt) - t0) / 1000), sm.images]);
     mergeVideoStats(videos, sm.videos);
+    labels.merge(sm);
+    if (sm.landedCounts) landed = sumCounts([landed, sm.landedCounts], LANDED_BOUNDS_S.length);
+    spans.push([Date.parse(sm.startedAt), Date.parse(sm.endedAt)]);
+    if (sm.annotated) segments.push(...sm.annotated);
     failuresTotal += sm.failed;
     for (const f of sm.failureHead) if (reportFailures.length < MAX_FAILURE_ROWS) reportFailures.push(f);
     if (r.n % sampleStride === 0) for (const x of sm.samples) if (samples.length < MAX_THUMBNAILS) samples.push(x);
@@ -221,7 +262,8 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     // name (a part left by an earlier, differently split run is removed, so readers of the folder see
     // each image once).
     const delta = formats.includes('delta') ? { jobId: input.job.jobId, operation: input.provisional ? 'STREAMING UPDATE' : 'WRITE' } : undefined;
-    const dataset = formats.includes('parquet') ? await settleParquetDataset(output, p, infos, concurrency, delta) : undefined;
+    const place: DatasetPlace = opts.table && input.job.output.table ? { container: opts.table, root: input.job.output.table.path, partition: `job_id=${input.job.jobId}/` } : { container: output, root: `${p}${PARQUET_DATASET}` };
+    const dataset = formats.includes('parquet') ? await settleParquetDataset(place, infos, concurrency, delta) : undefined;
     const failureFiles = await composeBlob(output, { name: numbered('_failures', '.jsonl') }, count(failureParts(p, infos)), failureParts(p, infos), composeOpts);
     composed = { resultsFiles, cocoFiles, dataset, failureFiles };
   } catch (err) {
@@ -229,6 +271,8 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
     throw await forgetChanged(output, p, infos, err);
   }
   const { resultsFiles, cocoFiles, dataset, failureFiles } = composed;
+  // Annotated videos: joined once the job ends (a continuous job's running totals leave them for the end).
+  const annotated = !input.provisional && input.job.output.overlays === true && segments.length > 0 ? await joinAnnotatedVideos(output, p, segments) : undefined;
   roundStages(stageMs);
   // The outcome is decided once: this finalize's status, unless a cancel came first.
   const status: Manifest['status'] = input.provisional ? 'running' : (await decideOutcome(output, p, { status: input.status, executionId: input.job.executionId, by: 'finalize' }, input.endedAt)).status;
@@ -260,7 +304,11 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
       firstResultMsMax: Math.round(firstResults.reduce((a, b) => Math.max(a, b), 0)),
     },
     cost: estimateCost(t.activitySeconds, costSettings),
-    files: [...resultsFiles, ...cocoFiles, ...(dataset ? [`${p}${PARQUET_DATASET}`] : []), ...failureFiles, `${p}_manifest.json`, `${p}report.html`],
+    ...(labels.summary().labels ? { labels: { kind: labels.summary().classes ? 'classes' : 'detections', top: labels.ranked(), scoreHistogram: labels.summary().scoreBins! } } : {}),
+    busySeconds: busySeconds(spans),
+    ...(annotated ? { annotatedVideos: annotated.videos, ...(annotated.skipped.length ? { annotatedVideosSkipped: annotated.skipped } : {}) } : {}),
+    ...(landed ? { landedLatency: { boundsS: LANDED_BOUNDS_S.map((b) => (Number.isFinite(b) ? b : -1)), counts: landed } } : {}),
+    files: [...resultsFiles, ...cocoFiles, ...(dataset && !dataset.shared ? [`${p}${PARQUET_DATASET}`] : []), ...failureFiles, ...Object.values(annotated?.videos ?? {}).map((v) => `${p}${v}`), `${p}_manifest.json`, `${p}report.html`],
     ...(dataset ? { datasets: { results: dataset } } : {}),
   };
   await writeBlob(output, `${p}report.html`, renderReport({ manifest, samples, failures: reportFailures, failuresTotal, partitionEnds, ...(Object.keys(videos).length ? { videos } : {}) }));
@@ -269,3 +317,15 @@ export async function finalizeJob(output: ContainerClient, input: FinalizeInput,
 }
 
 export type { FailureRecord };
+
+/** The length of the union of the time spans (ms), in seconds: when some partition was running. */
+export function busySeconds(spans: [number, number][]): number {
+  let total = 0;
+  let end = -Infinity;
+  for (const [a, b] of [...spans].filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).sort((x, y) => x[0] - y[0])) {
+    if (b <= end) continue;
+    total += b - Math.max(a, end);
+    end = b;
+  }
+  return Math.round(total) / 1000;
+}

@@ -55,6 +55,19 @@ export interface Manifest {
   instanceSeconds: number;
   /** Cold starts: model loads the partitions waited for, and the time from a partition's start to its first result. */
   coldStart: { modelLoads: number; modelLoadMsTotal: number; modelLoadMsMax: number; firstResultMsMean: number; firstResultMsMax: number };
+  /**
+   * What was found, by label, most frequent first (at most 200): every detection of a detector, the
+   * top class of each image for a classifier (`kind: 'classes'`); and all their scores in ten bins of 0.1.
+   */
+  labels?: { kind: 'detections' | 'classes'; top: { label: string; count: number; meanScore: number }[]; scoreHistogram: number[] };
+  /** Seconds some partition was running (the union of their times): throughput without a continuous job's idle time. */
+  busySeconds?: number;
+  /** A continuous job's arrivals: seconds from a blob landing to its result, counts by bucket upper bound (-1: open). */
+  landedLatency?: { boundsS: number[]; counts: number[] };
+  /** With every overlay on: each video's annotated video (`overlays/<video>.mp4`, relative to the job folder). */
+  annotatedVideos?: Record<string, string>;
+  /** Videos left without an annotated video, and why. */
+  annotatedVideosSkipped?: { video: string; reason: string }[];
   /** Results as datasets: `results` is the Parquet dataset (when the job's formats include it). */
   datasets?: { results: ParquetDataset };
   cost: CostEstimate;
@@ -82,6 +95,9 @@ export interface ParquetDataset {
   format: 'parquet';
   /** The folder (blob prefix) Spark, DuckDB and pandas read as one table. */
   path: string;
+  /** A table shared by jobs (output.table), partitioned by job_id: its container (the parts are the job's partition). */
+  container?: string;
+  shared?: boolean;
   /** Part names relative to the folder, in partition order. */
   parts: string[];
   rows: number;

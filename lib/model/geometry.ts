@@ -1,80 +1,31 @@
 /**
  * Plane geometry for text detection, following what PaddleOCR's DBPostProcess gets from its
- * libraries: convex hull and minimum-area rectangle (cv2.minAreaRect / boxPoints), the corner order
+ * libraries: the minimum-area rectangle (cv2.minAreaRect / boxPoints, in lib/model/rotatedRect.ts), the corner order
  * of get_mini_boxes, polygon rasterisation as cv2.fillPoly draws it (fixed-point scanlines plus the
  * 8-connected outline), and the "unclip" offset with Clipper 6.4.2 (the library pyclipper wraps).
  */
 import * as ClipperLib from 'clipper-lib';
+import { boxPointsCv, minAreaRectCv } from './rotatedRect';
 
 export type Pt = [number, number];
 
-function cross(o: Pt, a: Pt, b: Pt): number {
-  return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
-}
-
-/** Convex hull (monotone chain), collinear points dropped; fewer than 3 points for degenerate input. */
-export function convexHull(points: readonly Pt[]): Pt[] {
-  const p = [...points].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  if (p.length < 3) return p.filter((q, i) => i === 0 || q[0] !== p[i - 1]![0] || q[1] !== p[i - 1]![1]);
-  const lower: Pt[] = [];
-  for (const q of p) {
-    while (lower.length >= 2 && cross(lower[lower.length - 2]!, lower[lower.length - 1]!, q) <= 0) lower.pop();
-    lower.push(q);
-  }
-  const upper: Pt[] = [];
-  for (let i = p.length - 1; i >= 0; i--) {
-    const q = p[i]!;
-    while (upper.length >= 2 && cross(upper[upper.length - 2]!, upper[upper.length - 1]!, q) <= 0) upper.pop();
-    upper.push(q);
-  }
-  return lower.slice(0, -1).concat(upper.slice(0, -1));
-}
-
 export interface RotatedBox {
-  /** The four corners, in no particular order. */
+  /** The four corners in cv2.boxPoints' order (float32 values). */
   corners: Pt[];
-  /** Side lengths. */
+  /** Side lengths, as cv2.minAreaRect reports them. */
   width: number;
   height: number;
 }
 
 /**
- * The minimum-area enclosing rectangle: one of its sides lies on a hull edge, so every edge
- * direction is tried (the first minimum wins). Degenerate input (a point, a segment) gives a
- * rectangle with a zero side.
+ * cv2.minAreaRect + cv2.boxPoints, in OpenCV's arithmetic (lib/model/rotatedRect.ts): the corners are
+ * the float32 values OpenCV gives (290.99997 where the exact corner is 291), which PaddleOCR then
+ * truncates to pixels.
  */
 export function minAreaRect(points: readonly Pt[]): RotatedBox {
-  const hull = convexHull(points);
-  if (hull.length === 0) return { corners: [], width: 0, height: 0 };
-  if (hull.length < 3) {
-    const [a, b = a] = hull as [Pt, Pt?];
-    return { corners: [a, b, b, a], width: Math.hypot(b[0] - a[0], b[1] - a[1]), height: 0 };
-  }
-  let best: { area: number; ux: number; uy: number; a0: number; a1: number; b0: number; b1: number } | undefined;
-  for (let i = 0; i < hull.length; i++) {
-    const p = hull[i]!;
-    const q = hull[(i + 1) % hull.length]!;
-    const len = Math.hypot(q[0] - p[0], q[1] - p[1]);
-    const ux = (q[0] - p[0]) / len;
-    const uy = (q[1] - p[1]) / len;
-    let a0 = Infinity, a1 = -Infinity, b0 = Infinity, b1 = -Infinity;
-    for (const h of hull) {
-      const a = h[0] * ux + h[1] * uy;
-      const b = -h[0] * uy + h[1] * ux;
-      if (a < a0) a0 = a;
-      if (a > a1) a1 = a;
-      if (b < b0) b0 = b;
-      if (b > b1) b1 = b;
-    }
-    const area = (a1 - a0) * (b1 - b0);
-    if (!best || area < best.area) best = { area, ux, uy, a0, a1, b0, b1 };
-  }
-  const { ux, uy, a0, a1, b0, b1 } = best!;
-  // Corners are often exact integers (axis-aligned boxes, 45-degree diamonds); double rounding noise
-  // (59.999999999999986) must not turn into a different pixel when PaddleOCR truncates them to int.
-  const snap = (v: number): number => (Math.abs(v - Math.round(v)) < 1e-9 ? Math.round(v) : v);
-  const at = (a: number, b: number): Pt => [snap(a * ux - b * uy), snap(a * uy + b * ux)];
-  return { corners: [at(a0, b0), at(a1, b0), at(a1, b1), at(a0, b1)], width: a1 - a0, height: b1 - b0 };
+  if (points.length === 0) return { corners: [], width: 0, height: 0 };
+  const r = minAreaRectCv(points);
+  return { corners: boxPointsCv(r), width: r.size[0], height: r.size[1] };
 }
 
 /**

@@ -29,6 +29,25 @@ export interface OverlayOptions {
 
 /** `image`: the encoded image, or its decoded pixels when the caller has them (no second decode). */
 export async function renderOverlay(image: Buffer | RgbImage, detections: readonly Detection[], opts: OverlayOptions = {}): Promise<{ png: Buffer; width: number; height: number }> {
+  const o = await drawOverlay(image, detections, opts);
+  return { png: await o.png({ compressionLevel: 6 }).toBuffer(), width: o.width, height: o.height };
+}
+
+/** The overlay as a PNG and as 8-bit RGB pixels (a video frame's overlay and its annotated video's frame), drawn once. */
+export async function renderOverlayPngAndRgb(image: Buffer | RgbImage, detections: readonly Detection[], opts: OverlayOptions = {}): Promise<{ png: Buffer; rgb: RgbImage }> {
+  const o = await drawOverlay(image, detections, opts);
+  const [png, raw] = await Promise.all([o.clone().png({ compressionLevel: 6 }).toBuffer(), o.clone().removeAlpha().raw().toBuffer({ resolveWithObject: true })]);
+  return { png, rgb: { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.length), width: raw.info.width, height: raw.info.height } };
+}
+
+/** The overlay as 8-bit RGB pixels (an annotated video's frame). */
+export async function renderOverlayRgb(image: Buffer | RgbImage, detections: readonly Detection[], opts: OverlayOptions = {}): Promise<RgbImage> {
+  const o = await drawOverlay(image, detections, opts);
+  const { data, info } = await o.removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+}
+
+async function drawOverlay(image: Buffer | RgbImage, detections: readonly Detection[], opts: OverlayOptions): Promise<sharp.Sharp & { width: number; height: number }> {
   const { data, width, height } = Buffer.isBuffer(image) ? await decodeRgb(image, opts.limits ?? DEFAULT_LIMITS) : image;
   const f = Math.min(1, (opts.maxSide ?? 1280) / Math.max(width, height));
   const sw = Math.max(1, Math.round(width * f));
@@ -78,12 +97,13 @@ export async function renderOverlay(image: Buffer | RgbImage, detections: readon
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${sw}" height="${sh}">${boxes}</svg>`);
   const base = sharp(data, { raw: { width, height, channels: 3 } });
   const resized = f < 1 ? await base.resize(sw, sh, { fit: 'fill' }).raw().toBuffer() : data;
-  const png = await sharp(resized, { raw: { width: sw, height: sh, channels: 3 } })
+  // Composited in a pipeline of its own, so that the caller's output format applies to the result.
+  const composed = await sharp(resized, { raw: { width: sw, height: sh, channels: 3 } })
     .composite([
       { input: layer, raw: { width: sw, height: sh, channels: 4 } },
       { input: svg, top: 0, left: 0 },
     ])
-    .png({ compressionLevel: 6 })
-    .toBuffer();
-  return { png, width: sw, height: sh };
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return Object.assign(sharp(composed.data, { raw: { width: composed.info.width, height: composed.info.height, channels: composed.info.channels as 3 | 4 } }), { width: sw, height: sh });
 }

@@ -53,7 +53,9 @@ export const DEFAULT_LIMITS: DecodeLimits = { maxBytes: 64 * 1024 * 1024, maxPix
  * stretch: the model size (YOLACT); letterbox: ultralytics' LetterBox (r = min(W/w, H/h), new size
  * round(w r) x round(h r) with Python's half-to-even round, padding round(d - 0.1) before and
  * round(d + 0.1) after); fit32: PaddleOCR's DetResizeForTest (limit_type 'max': ratio from the longer
- * side when it exceeds maxSide, int() of the scaled size, then round(x / 32) * 32, at least 32).
+ * side when it exceeds maxSide, int() of the scaled size, then round(x / 32) * 32, at least 32);
+ * height: PaddleOCR's resize_norm_img (classifier, recogniser): `height` high, ceil(height w / h) wide
+ * but at most `width`, on the left of a `width`-wide input (the rest is padding).
  */
 export function planResize(w: number, h: number, spec: InputSpec): Transform {
   switch (spec.resize) {
@@ -66,6 +68,12 @@ export function planResize(w: number, h: number, spec: InputSpec): Transform {
       const padX = Math.max(0, roundHalfEven((spec.width - nw) / 2 - 0.1));
       const padY = Math.max(0, roundHalfEven((spec.height - nh) / 2 - 0.1));
       return { scaleX: nw / w, scaleY: nh / h, padX, padY, inW: spec.width, inH: spec.height };
+    }
+    case 'height': {
+      // resize_norm_img: ratio = w / float(h); resized_w = imgW if ceil(imgH * ratio) > imgW else int(ceil(imgH * ratio)).
+      const want = Math.ceil(spec.height * (w / h));
+      const nw = Math.max(1, want > spec.width ? spec.width : want);
+      return { scaleX: nw / w, scaleY: spec.height / h, padX: 0, padY: 0, inW: spec.width, inH: spec.height };
     }
     case 'fit32': {
       const ratio = Math.max(w, h) > spec.maxSide ? (h > w ? spec.maxSide / h : spec.maxSide / w) : 1;

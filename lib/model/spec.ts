@@ -18,11 +18,14 @@ export const InputSpecSchema = z.object({
   /**
    * stretch: resize to width x height ignoring aspect (YOLACT);
    * letterbox: keep aspect, pad with `pad` (YOLO);
-   * fit32: keep aspect, longest side at most maxSide, each side rounded to a multiple of 32 (DBNet); width/height are ignored.
+   * fit32: keep aspect, longest side at most maxSide, each side rounded to a multiple of 32 (DBNet); width/height are ignored;
+   * height: PaddleOCR's text classifier and recogniser (resize_norm_img): `height` high, ceil(height x aspect) wide
+   *   but at most `width`, padded on the right to `width`.
    */
-  resize: z.enum(['stretch', 'letterbox', 'fit32']),
+  resize: z.enum(['stretch', 'letterbox', 'fit32', 'height']),
   maxSide: z.number().int().min(32).max(8192).default(960),
-  pad: z.number().int().min(0).max(255).default(114),
+  /** The pixel value padding stands for, before normalisation (127.5 normalises to 0 with PaddleOCR's (v/255 - 0.5)/0.5). */
+  pad: z.number().min(0).max(255).default(114),
   /**
    * How the decoded 8-bit image is resized to the model input (see lib/model/resample.ts):
    * bilinear: float bilinear, half-pixel centres, no antialiasing, not rounded (torch F.interpolate,

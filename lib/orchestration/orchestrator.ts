@@ -16,22 +16,24 @@
  * - Fan-in never fails fast: a partition that exhausts its retries is recorded and the others go
  *   on; toleratedFailurePercent decides the end.
  */
-import * as df from 'durable-functions';
 import type { OrchestrationContext, Task } from 'durable-functions';
-import { z } from 'zod';
 import type { Outcome, PartitionInput, PartitionResult, PlanResult } from './activities';
 import type { CollectInput, CollectResult } from '../continuous/collect';
-import { LakeInferError } from '../util/errors';
-import type { FinalizeInput, Manifest, PartitionFailure } from '../fanin/finalize';
-import type { JobStatus } from '../job/folder';
-import { JobSpecSchema, parseJobSpec, type JobSpec } from '../job/request';
-import { zodPath } from '../util/fieldPath';
-import { addFailedPartition, addPartition, EMPTY_TOTALS, failureReason, jobSucceeded, progressOf, removePartition, type JobTotals } from '../job/totals';
+import type { FinalizeInput, Manifest } from '../fanin/finalize';
+import { fixedPartitionSize } from '../job/request';
+import { addFailedPartition, addPartition, EMPTY_TOTALS, failureReason, jobSucceeded, progressOf, removePartition } from '../job/totals';
 import { addSegment, partitionImages, pruneSegments } from '../job/layout';
-import { MESSAGE_CHARS, shortMessage } from '../partition/parts';
+import { MAX_SAMPLES, shortMessage } from '../partition/parts';
+import { describe, fitsListed, isOutcome, isPlanOutcome, MIN_POLL_MS, parseOrchestratorInput, retryOptionsOf, type JobOutput, type JobState, type OrchestratorInput } from './state';
+
+export { DEFAULT_FAN_OUT, LISTED_FAILURES_BYTES, MAX_LISTED_FAILURES, MAX_SEGMENTS, MIN_POLL_MS, parseOrchestratorInput, retryOptionsOf, type FanOutOptions, type JobOutput, type JobState, type OrchestratorInput } from './state';
 
 export const ORCHESTRATOR = 'inferenceJob';
 export const PLAN_ACTIVITY = 'planJob';
+/** The next chunk of a plan made in steps (a listing planned while its first partitions run). */
+export const PLAN_MORE_ACTIVITY = 'planMore';
+/** The event DELETE raises to a continuous job: it looks at once, finds itself stopped, and ends. */
+export const STOP_EVENT = 'stop';
 export const INFER_ACTIVITY = 'inferPartition';
 export const FINALIZE_ACTIVITY = 'finalizeJob';
 /** Rounds of "a fragment changed: run its partition again, finalize again" before the job fails. */
@@ -40,147 +42,23 @@ export const COLLECT_ACTIVITY = 'collectArrivals';
 /** A continuous job's looks that find nothing, per generation, before continueAsNew (bounds its history). */
 export const IDLE_LOOKS_PER_GENERATION = 100;
 
-export interface FanOutOptions {
-  /** Partitions in flight at once. */
-  parallel: number;
-  /** Partitions per orchestration generation before continueAsNew. */
-  perGeneration: number;
-  /** Longest the window waits before it looks at partitions it is not waiting on (it adapts below this). */
-  pollMs: number;
-  retry: { firstRetryMs: number; maxAttempts: number; backoffCoefficient: number; maxRetryMs: number };
-}
-
-export const DEFAULT_FAN_OUT: FanOutOptions = {
-  parallel: 32,
-  perGeneration: 256,
-  pollMs: 2_000,
-  retry: { firstRetryMs: 2_000, maxAttempts: 4, backoffCoefficient: 2, maxRetryMs: 60_000 },
-};
-
-/** Shortest poll interval of the window. */
-export const MIN_POLL_MS = 20;
-/** Most failed partitions listed by id in orchestration state (the rest are counted; all are in _failures.jsonl). */
-export const MAX_LISTED_FAILURES = 50;
-/** Most plan segments (partial runs of a continuous job's batches) an orchestration carries. */
-export const MAX_SEGMENTS = 10_000;
-/** Most UTF-8 bytes the listed failures take in orchestration state. */
-export const LISTED_FAILURES_BYTES = 8 * 1024;
-
-export interface JobState {
-  job: JobSpec;
-  options: FanOutOptions;
-  plan?: PlanResult;
-  next: number;
-  totals: JobTotals;
-  failedPartitions: PartitionFailure[];
-  generation: number;
-  startedAt: string;
-  /** Continuous jobs: the last arrival record taken, and the partitions the manifest covers. */
-  cursor?: string;
-  reported?: number;
-}
-
-export type OrchestratorInput = { job: JobSpec; options?: Partial<Omit<FanOutOptions, 'retry'>> & { retry?: Partial<FanOutOptions['retry']> } } | { state: JobState };
-
-const RetrySchema = z
-  .object({
-    firstRetryMs: z.number().int().min(1).max(3_600_000),
-    maxAttempts: z.number().int().min(1).max(100),
-    backoffCoefficient: z.number().min(1).max(10),
-    maxRetryMs: z.number().int().min(1).max(86_400_000),
-  })
-  .strict();
-const OptionsSchema = z.object({ parallel: z.number().int().min(1).max(1000), perGeneration: z.number().int().min(1).max(100_000), pollMs: z.number().int().min(MIN_POLL_MS).max(3_600_000), retry: RetrySchema }).strict();
-const count = z.number().int().min(0);
-const StateSchema = z
-  .object({
-    job: JobSpecSchema,
-    options: OptionsSchema,
-    plan: z
-      .object({
-        partitions: count,
-        total: count,
-        bytes: z.number().min(0),
-        model: z.object({ name: z.string().max(100), etag: z.string().max(200), jsonEtag: z.string().max(200) }).strict(),
-        cursor: z.string().max(2048).optional(),
-        layout: z.array(z.object({ n: count, first: count }).strict()).max(MAX_SEGMENTS).optional(),
-      })
-      .strict()
-      .optional(),
-    next: count,
-    totals: z.object({ partitionsDone: count, partitionsFailed: count, images: count, succeeded: count, failed: count, skipped: count, detections: count, activitySeconds: z.number().min(0) }).strict(),
-    failedPartitions: z.array(z.object({ n: count, code: z.string().max(100), message: z.string().max(MESSAGE_CHARS) }).strict()).max(MAX_LISTED_FAILURES),
-    generation: count,
-    startedAt: z.string().datetime(),
-    cursor: z.string().max(2048).optional(),
-    reported: count.optional(),
-  })
-  .strict();
-
 /**
- * The orchestrator's input, checked with the job API's own rules: an input the API would refuse
- * fails the instance at once (InvalidRequest naming the field) instead of driving it.
+ * An activity whose retries are exhausted fails the job with its reason's first line: never the
+ * SDK's "<reason> \n <details>", whose details are a stack with the server's paths (the host logs it).
  */
-export function parseOrchestratorInput(input: unknown): { job: JobSpec; options: FanOutOptions } | { state: JobState } {
-  const fail = (field: string, message: string): never => {
-    throw new LakeInferError('InvalidRequest', `orchestration input: field '${field}' ${message}`, { target: field });
-  };
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) return fail('(input)', 'must be an object with `job` or `state`');
-  if ('state' in input) {
-    const r = z.object({ state: StateSchema }).strict().safeParse(input);
-    if (!r.success) return fail(zodPath(r.error.issues[0]!.path) || '(input)', r.error.issues[0]!.message);
-    return r.data as { state: JobState };
+function* orFail<T>(task: Task, what: string): Generator<Task, T, unknown> {
+  try {
+    return (yield task) as T;
+  } catch (err) {
+    const reason = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.trim();
+    throw new Error(reason ? shortMessage(reason) : `${what} failed with no reason given (the host's log has its details)`);
   }
-  const given = input as { job?: unknown; options?: unknown };
-  const extra = Object.keys(input).find((k) => k !== 'job' && k !== 'options');
-  if (extra) fail(extra, 'is not a field of the orchestration input');
-  const job = parseJobSpec(given.job);
-  const o = (given.options ?? {}) as Partial<FanOutOptions>;
-  const parallel = o.parallel ?? job.maxParallelPartitions;
-  // Generations long next to the window: a straggler idles the window's other slots at most at a generation's end.
-  const perGeneration = o.perGeneration ?? Math.min(100_000, Math.max(DEFAULT_FAN_OUT.perGeneration, 8 * parallel));
-  const options = { ...DEFAULT_FAN_OUT, ...o, parallel, perGeneration, retry: { ...DEFAULT_FAN_OUT.retry, ...o.retry } };
-  const r = OptionsSchema.safeParse(options);
-  if (!r.success) fail(`options.${zodPath(r.error.issues[0]!.path)}`, r.error.issues[0]!.message);
-  return { job, options };
-}
-
-export interface JobOutput {
-  jobId: string;
-  status: JobStatus;
-  counts: Manifest['counts'];
-  files: string[];
-}
-
-export function retryOptionsOf(o: FanOutOptions['retry']): df.RetryOptions {
-  const r = new df.RetryOptions(o.firstRetryMs, o.maxAttempts);
-  r.backoffCoefficient = o.backoffCoefficient;
-  r.maxRetryIntervalInMilliseconds = o.maxRetryMs;
-  return r;
-}
-
-function isOutcome(r: unknown): r is Outcome<PartitionResult> {
-  if (typeof r !== 'object' || r === null || typeof (r as { ok?: unknown }).ok !== 'boolean') return false;
-  const o = r as { ok: boolean; value?: unknown; error?: unknown };
-  return o.ok ? typeof o.value === 'object' && o.value !== null && typeof (o.value as { n?: unknown }).n === 'number' : typeof o.error === 'object' && o.error !== null;
-}
-
-function describe(v: unknown): string {
-  const text = v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v);
-  return `${typeof v} ${text.length > 80 ? `${text.slice(0, 80)}...` : text}`;
 }
 
 function failureOf(err: unknown): { code: string; message: string } {
   const message = err instanceof Error ? err.message : String(err);
   // The SDK gives "<reason> \n <details>": the reason's first line, short.
   return { code: 'PartitionFailed', message: shortMessage(message) };
-}
-
-/** Whether one more failure fits the listed failures' budget (count and bytes). */
-function fitsListed(listed: readonly PartitionFailure[], f: PartitionFailure): boolean {
-  if (listed.length >= MAX_LISTED_FAILURES) return false;
-  const bytes = listed.reduce((sum, x) => sum + Buffer.byteLength(JSON.stringify(x)), 0);
-  return bytes + Buffer.byteLength(JSON.stringify(f)) <= LISTED_FAILURES_BYTES;
 }
 
 /** A partition (or the rest of one) in the window. */
@@ -211,11 +89,11 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
 
   if (!s.plan) {
     context.df.setCustomStatus(progressOf('planning', 0, 0, s.totals, s.generation));
-    const planned = (yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retry, s.job)) as Outcome<PlanResult>;
+    const planned: Outcome<PlanResult> = yield* orFail(context.df.callActivityWithRetry(PLAN_ACTIVITY, retry, s.job), 'planning');
     if (!planned.ok) throw new Error(`${planned.error.code}: ${planned.error.message}`);
     s = { ...s, plan: planned.value };
   }
-  const plan = s.plan!;
+  let plan = s.plan!;
   const partJob: PartitionInput['job'] = {
     jobId: s.job.jobId,
     jobPrefix: s.job.jobPrefix,
@@ -224,14 +102,18 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     model: plan.model,
     params: s.job.params,
     skipExisting: s.job.skipExisting,
+    // The report's images, spread over the job: each partition keeps its share of MAX_SAMPLES.
+    samples: Math.min(MAX_SAMPLES, Math.ceil(MAX_SAMPLES / Math.max(1, plan.partitions))),
   };
 
-  const end = Math.min(plan.partitions, s.next + s.options.perGeneration);
+  let end = Math.min(plan.partitions, s.next + s.options.perGeneration);
+  // A plan made in steps: its next chunk is listed while partitions run (one step at a time).
+  let planner: { task: Task; since: number } | undefined;
   let totals = s.totals;
   const failed = [...s.failedPartitions];
   const fail = (n: number, f: { code: string; message: string }): void => {
     // Its images as the plan laid them out (a continuous job's batches start partial runs).
-    totals = addFailedPartition(totals, partitionImages(n, plan, s.job.partitionSize));
+    totals = addFailedPartition(totals, partitionImages(n, plan, plan.partitionSize ?? fixedPartitionSize(s.job)));
     const entry = { n, code: f.code.slice(0, 100), message: shortMessage(f.message) };
     if (fitsListed(failed, entry)) failed.push(entry);
   };
@@ -276,13 +158,18 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
       window.push({ ...w, task, since: now() });
       fresh.push(task);
     }
-    if (window.length === 0) break;
+    if (plan.more && !planner && end < s.next + s.options.perGeneration) {
+      const task = context.df.callActivityWithRetry(PLAN_MORE_ACTIVITY, retry, s.job);
+      planner = { task, since: now() };
+      fresh.push(task);
+    }
+    if (window.length === 0 && !planner) break;
     // Wait for something to settle, always on what was just started (and a poll timer when older
     // tasks are in flight): the extension's shim issues the next action once the previous one is
     // done, so the orchestrator must never wait on anything else, such as an older task alone,
     // or the two would number later tasks differently (a non-deterministic orchestration).
     try {
-      if (fresh.length === window.length) yield fresh.length === 1 ? fresh[0]! : context.df.Task.any(fresh);
+      if (fresh.length === window.length + (planner ? 1 : 0)) yield fresh.length === 1 ? fresh[0]! : context.df.Task.any(fresh);
       else yield context.df.Task.any([...fresh, context.df.createTimer(new Date(now() + Math.min(s.options.pollMs, pollMs() * Math.min(8, 1.5 ** Math.max(0, idlePolls - 2)))))]);
     } catch {
       // a failed partition: recorded below
@@ -295,6 +182,22 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
         settle(slot);
       } else i++;
     }
+    if (planner && (planner.task.isCompleted || planner.task.isFaulted)) {
+      const task = planner.task;
+      planner = undefined;
+      if (task.isFaulted) {
+        const reason = (task.result instanceof Error ? task.result.message : String(task.result)).split('\n')[0]!.trim();
+        throw new Error(reason ? shortMessage(reason) : 'planning failed with no reason given (the host\'s log has its details)');
+      }
+      const r = task.result as Outcome<PlanResult> | undefined;
+      if (!isPlanOutcome(r)) throw new Error(`ReplayMismatch: the plan's next step received ${describe(r)}, which is not its outcome`);
+      if (!r.ok) throw new Error(`${r.error.code}: ${r.error.message}`);
+      if (r.value.partitions < plan.partitions || r.value.total < plan.total) throw new Error(`ReplayMismatch: the plan's next step has ${r.value.partitions} partitions (${r.value.total} items), fewer than the ${plan.partitions} (${plan.total}) planned before`);
+      plan = { ...plan, partitions: r.value.partitions, total: r.value.total, bytes: r.value.bytes };
+      if (r.value.more) plan.more = true;
+      else delete plan.more;
+      end = Math.min(plan.partitions, s.next + s.options.perGeneration);
+    }
     // Polls that find nothing settled back off (a straggler alone costs few history events).
     idlePolls = window.length === before ? idlePolls + 1 : 0;
     context.df.setCustomStatus(progressOf('inferring', plan.partitions, plan.total, totals, s.generation));
@@ -303,7 +206,7 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
   const layout = pruneSegments(plan.layout, end);
   s = { ...s, next: end, totals, failedPartitions: failed, plan: { ...plan, ...(layout ? { layout } : {}) } };
   if (!layout) delete s.plan!.layout;
-  if (end < plan.partitions) {
+  if (end < plan.partitions || plan.more) {
     context.df.continueAsNew({ state: { ...s, generation: s.generation + 1 } } satisfies OrchestratorInput);
     return undefined;
   }
@@ -338,10 +241,10 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     }
   }
   function* finalizeChecked<T>(status: () => FinalizeInput['status'], provisional = false): Generator<Task, Outcome<T>, unknown> {
-    let r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional))) as Outcome<T>;
+    let r: Outcome<T> = yield* orFail(context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional)), 'finalizing');
     for (let round = 0; !r.ok && r.error.code === 'FragmentChanged' && (r.error.recompute?.length ?? 0) > 0 && round < MAX_RECOMPUTE_ROUNDS; round++) {
       yield* recompute(r.error.recompute!);
-      r = (yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional))) as Outcome<T>;
+      r = yield* orFail(context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry, finalizeInput(status(), provisional)), 'finalizing');
     }
     return r;
   }
@@ -370,16 +273,17 @@ export function* inferenceJobOrchestrator(context: OrchestrationContext): Genera
     // IDLE_LOOKS_PER_GENERATION, which bounds the history of a job idle for months.
     let cursor = s.cursor ?? plan.cursor ?? '';
     for (let idle = 0; ; idle++) {
-      yield context.df.createTimer(new Date(now() + s.job.pollSeconds * 1000));
-      const collect: CollectInput = { job: { jobId: s.job.jobId, jobPrefix: s.job.jobPrefix, input: s.job.input, output: s.job.output, partitionSize: s.job.partitionSize, executionId: s.job.executionId }, partitions: plan.partitions, total: plan.total, cursor };
-      const got = (yield context.df.callActivityWithRetry(COLLECT_ACTIVITY, retry, collect)) as Outcome<CollectResult>;
+      // The next look, or sooner when DELETE raises the stop event (a cancel never waits an hour).
+      yield context.df.Task.any([context.df.createTimer(new Date(now() + s.job.pollSeconds * 1000)), context.df.waitForExternalEvent(STOP_EVENT)]);
+      const collect: CollectInput = { job: { jobId: s.job.jobId, jobPrefix: s.job.jobPrefix, input: s.job.input, output: s.job.output, partitionSize: fixedPartitionSize(s.job), executionId: s.job.executionId }, partitions: plan.partitions, total: plan.total, cursor };
+      const got: Outcome<CollectResult> = yield* orFail(context.df.callActivityWithRetry(COLLECT_ACTIVITY, retry, collect), 'looking for new blobs');
       if (!got.ok) throw new Error(`${got.error.code}: ${got.error.message}`);
       if (got.value.stopped) break;
       const arrived = got.value.partitions !== plan.partitions;
       cursor = got.value.cursor;
       if (arrived || idle + 1 >= IDLE_LOOKS_PER_GENERATION) {
         // New partitions (or a long idle stretch): the next generation runs them.
-        const grown = arrived ? { layout: addSegment(s.plan!.layout, plan.partitions, plan.total, s.job.partitionSize) } : {};
+        const grown = arrived ? { layout: addSegment(s.plan!.layout, plan.partitions, plan.total, fixedPartitionSize(s.job)) } : {};
         context.df.continueAsNew({ state: { ...s, plan: { ...s.plan!, ...grown, partitions: got.value.partitions, total: got.value.total }, cursor, generation: s.generation + 1 } } satisfies OrchestratorInput);
         return undefined;
       }

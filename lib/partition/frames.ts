@@ -10,7 +10,8 @@ import { round1 } from '../model/postprocess';
 import { analyzePixels, type AnalyzedImage, type LoadedModel } from '../model';
 import type { InferParams } from '../model/spec';
 import { outputBlobName, storageError, writeBlob, writeJson, type BlobRef } from '../storage';
-import { renderOverlay } from '../model/overlay';
+import { renderOverlay, renderOverlayPngAndRgb } from '../model/overlay';
+import type { RgbImage } from '../model/preprocess';
 import { FrameRun } from '../video/run';
 import { blobRangeRead } from '../video/plan';
 import type { FailureRecord, ImageResult, Stage, VideoStats } from './parts';
@@ -65,7 +66,13 @@ export interface FrameDeps {
 }
 
 /** One frame through the model; a frame that cannot be decoded fails alone (VideoDecodeFailed). */
-export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; params: InferParams; perImageResults?: boolean; overlays: boolean }, model: LoadedModel, blob: BlobRef, place: { run: FrameRun; k: number }): Promise<Outcome> {
+export async function processFrame(
+  deps: FrameDeps,
+  task: { jobPrefix: string; params: InferParams; perImageResults?: boolean; overlays: boolean; annotate?: (video: string, frame: { index: number; time: number }, rgb: RgbImage) => Promise<void> },
+  model: LoadedModel,
+  blob: BlobRef,
+  place: { run: FrameRun; k: number },
+): Promise<Outcome> {
   const t0 = performance.now();
   const frame = blob.frame!;
   const fail = (stage: Stage, err: LakeInferError): Outcome => ({ kind: 'failed', failure: { blob: blob.name, frame: frame.index, stage, code: err.code, message: err.message }, latency: performance.now() - t0 });
@@ -101,8 +108,11 @@ export async function processFrame(deps: FrameDeps, task: { jobPrefix: string; p
   const name = frameResultName(task.jobPrefix, blob);
   try {
     if (task.overlays) {
-      const o = await renderOverlay({ data: pixels.data, width: pixels.width, height: pixels.height }, analyzed.detections);
+      const image = { data: pixels.data, width: pixels.width, height: pixels.height };
+      // The annotated video gets the very frame the overlay shows.
+      const o = task.annotate ? await renderOverlayPngAndRgb(image, analyzed.detections) : await renderOverlay(image, analyzed.detections);
       await writeBlob(deps.output, frameOutputName(task.jobPrefix, 'overlays', blob.name, frame.index, '.png'), o.png);
+      if (task.annotate && 'rgb' in o) await task.annotate(blob.name, frame, o.rgb);
     }
     if (task.perImageResults !== false) await writeJson(deps.output, name, result);
     result.timings.writeMs = round1(performance.now() - t2);

@@ -156,6 +156,57 @@ export async function emptyParquetFile(metadata: Record<string, string> = {}): P
   return buf;
 }
 
+/** String columns whose min/max go into Delta statistics (short values; readers skip files by them). */
+const STAT_STRINGS = new Set(['job_id', 'image_container', 'status', 'kind', 'label', 'model_name', 'media', 'error_stage', 'error_code']);
+/** Longest string a min/max keeps (a longer value leaves its column without min/max: no truncation). */
+const STAT_STRING_MAX = 64;
+
+/**
+ * A part's Delta statistics (the `stats` of its `add` action): numRecords, nullCount of every
+ * column, and minValues/maxValues of the numeric columns and of short string columns (compared as
+ * UTF-8 bytes, as Spark and delta-rs compare them), so that readers can skip files.
+ */
+export function deltaStats(rows: readonly Row[]): string {
+  const nullCount: Record<string, number> = {};
+  const minValues: Record<string, string | number> = {};
+  const maxValues: Record<string, string | number> = {};
+  for (const c of RESULT_COLUMNS) {
+    let nulls = 0;
+    let lo: string | number | undefined;
+    let hi: string | number | undefined;
+    let skip = c.type === 'STRING' && !STAT_STRINGS.has(c.name);
+    for (const r of rows) {
+      const v = r[c.name];
+      if (v === null || v === undefined) {
+        nulls++;
+        continue;
+      }
+      if (skip) continue;
+      if (typeof v === 'number') {
+        if (!Number.isFinite(v)) {
+          skip = true;
+          continue;
+        }
+        if (lo === undefined || v < (lo as number)) lo = v;
+        if (hi === undefined || v > (hi as number)) hi = v;
+      } else {
+        if (v.length > STAT_STRING_MAX) {
+          skip = true;
+          continue;
+        }
+        if (lo === undefined || Buffer.compare(Buffer.from(v), Buffer.from(lo as string)) < 0) lo = v;
+        if (hi === undefined || Buffer.compare(Buffer.from(v), Buffer.from(hi as string)) > 0) hi = v;
+      }
+    }
+    nullCount[c.name] = nulls;
+    if (!skip && lo !== undefined && hi !== undefined) {
+      minValues[c.name] = lo;
+      maxValues[c.name] = hi;
+    }
+  }
+  return JSON.stringify({ numRecords: rows.length, minValues, maxValues, nullCount });
+}
+
 /** The part of a dataset that has no rows yet (removed by finalize once real parts exist). */
 export const EMPTY_PART = 'results.parquet/part-empty.parquet';
 

@@ -15,6 +15,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { listAllBlobs, readJson, updateJson } from '../storage';
 import type { AnalyzedImage } from '../model';
+import type { Overlays } from '../job/request';
 
 /** Upper bounds (ms) of the per-image latency histogram; the last bucket is open. */
 /** One image's result: a line of results.jsonl (and, flattened, rows of the Parquet dataset). */
@@ -32,8 +33,13 @@ export interface ImageResult {
 }
 
 export const LATENCY_BOUNDS_MS = [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, Number.POSITIVE_INFINITY];
-/** Images a piece keeps as report samples, and failures it keeps for the report's table. */
-export const SAMPLES_PER_PIECE = 3;
+/** Upper bounds (s) of a continuous job's landed-to-result histogram; the last bucket is open. */
+export const LANDED_BOUNDS_S = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, Number.POSITIVE_INFINITY];
+/** Images a job's report shows (its partitions keep their share each: the orchestrator says how many). */
+export const MAX_SAMPLES = 120;
+/** Samples a partition keeps when it is not told (a partition run alone, by tests or the bench). */
+export const DEFAULT_SAMPLES = 3;
+/** Failures a piece keeps for the report's table. */
 export const FAILURES_PER_PIECE = 5;
 
 export interface StageTimings {
@@ -64,6 +70,79 @@ export interface ImageSample {
   height: number;
   detections: number;
   labels: string[];
+  /** A classifier's top class and its score. */
+  top?: { label: string; score: number };
+}
+
+/** Whether an image's overlay is drawn: every image's, none, or the report's samples' only. */
+export function drawsOverlay(overlays: Overlays, sample: boolean): boolean {
+  return overlays === true || (overlays === 'samples' && sample);
+}
+
+/**
+ * What the report says of labels: per label, how many and the sum of their scores (every detection
+ * of a detector; the top class of each image for a classifier), and the scores in ten bins of 0.1.
+ */
+export interface LabelStats {
+  labels?: Record<string, [number, number]>;
+  scoreBins?: number[];
+  /** The labels are a classifier's top classes. */
+  classes?: boolean;
+}
+
+/** Most labels a summary or manifest keeps by name; the rest are counted under OTHER_LABELS. */
+export const MAX_LABELS = 1000;
+export const OTHER_LABELS = '(other labels)';
+
+export class LabelTally {
+  private readonly labels: Record<string, [number, number]> = {};
+  private readonly bins = new Array<number>(10).fill(0);
+  private keys = 0;
+  private n = 0;
+  private classes = false;
+
+  /** One image's detections, or a classifier's top class. */
+  add(r: { detections: readonly { label: string; score: number }[]; classes?: readonly { label: string; score: number }[] }): void {
+    if (r.classes?.length) this.classes = true;
+    for (const d of r.classes?.length ? r.classes.slice(0, 1) : r.detections) {
+      this.one(d.label, d.score, 1);
+      this.bins[Math.min(9, Math.max(0, Math.floor(d.score * 10)))]!++;
+    }
+  }
+
+  /** Adds another summary's stats. */
+  merge(s: LabelStats): void {
+    for (const [label, [count, sum]] of Object.entries(s.labels ?? {})) this.one(label, sum, count);
+    s.scoreBins?.forEach((c, i) => (this.bins[i]! += c));
+    if (s.classes) this.classes = true;
+  }
+
+  private one(label: string, score: number, count: number): void {
+    let key = label;
+    if (this.labels[key] === undefined) {
+      if (this.keys >= MAX_LABELS) key = OTHER_LABELS;
+      else this.keys++;
+    }
+    const t = (this.labels[key] ??= [0, 0]);
+    t[0] += count;
+    t[1] += score;
+    this.n += count;
+  }
+
+  summary(): LabelStats {
+    if (this.n === 0) return {};
+    const labels: Record<string, [number, number]> = {};
+    for (const [k, [c, s]] of Object.entries(this.labels)) labels[k] = [c, Math.round(s * 1e4) / 1e4];
+    return { labels, scoreBins: [...this.bins], ...(this.classes ? { classes: true } : {}) };
+  }
+
+  /** The most frequent labels first (at most `top`), with their mean scores, for a manifest. */
+  ranked(top = 200): { label: string; count: number; meanScore: number }[] {
+    return Object.entries(this.labels)
+      .map(([label, [count, sum]]) => ({ label, count, meanScore: Math.round((sum / count) * 1000) / 1000 }))
+      .sort((a, b) => b.count - a.count || (a.label < b.label ? -1 : 1))
+      .slice(0, top);
+  }
 }
 
 /**
@@ -85,7 +164,7 @@ export interface PieceFragments {
   coco: Fragment;
   failures: Fragment;
   /** The piece's part of the Parquet dataset (absent when the job's formats leave Parquet out). */
-  parquet?: Fragment & { name: string; rows: number };
+  parquet?: Fragment & { name: string; rows: number; /** Delta statistics of its rows (deltaStats). */ stats?: string; /** Written to the job's shared table: `name` is relative to the table. */ table?: boolean };
 }
 
 export interface Counts {
@@ -97,7 +176,7 @@ export interface Counts {
 }
 
 /** What a piece and a whole partition both report. */
-interface RunSummary extends Counts {
+interface RunSummary extends Counts, LabelStats {
   n: number;
   /** Time waited for the model (0 when the process held it already); a partition's: of its pieces. */
   modelLoadMs?: number;
@@ -111,10 +190,32 @@ interface RunSummary extends Counts {
   endedAt: string;
   /** Per-image end-to-end latency counts, by LATENCY_BOUNDS_MS. */
   latencyCounts: number[];
+  /** A continuous job's arrivals: seconds from landing to result, counts by LANDED_BOUNDS_S. */
+  landedCounts?: number[];
   samples: ImageSample[];
   failureHead: FailureRecord[];
   /** The videos whose frames it inferred (absent: none). */
   videos?: Record<string, VideoStats>;
+  /** Its segments of annotated videos (overlays on), in the order of their first frames. */
+  annotated?: AnnotatedSegment[];
+}
+
+/** A segment of an annotated video a piece encoded: its frames of one video, and the file. */
+export interface AnnotatedSegment extends Fragment {
+  video: string;
+  first: number;
+  frames: number;
+  seconds: number;
+  /** Its first frame's time in the video (seconds). */
+  time?: number;
+  /** Local disk its raw frames took while the piece ran (bytes). */
+  scratchBytes?: number;
+  name: string;
+}
+
+/** Where a piece's segment of an annotated video is kept until finalize joins them. */
+export function annotatedSegmentName(jobPrefix: string, n: number, from: number, attempt: string, k: number): string {
+  return `${partsPrefix(jobPrefix)}${n}/${from}.${attempt}.video-${k}.mp4`;
 }
 
 /** A video's frames in a piece or partition: counts, and detections per second of the video. */
@@ -197,6 +298,13 @@ export function roundStages(t: StageTimings): void {
   for (const k of Object.keys(t) as (keyof StageTimings)[]) t[k] = Math.round(t[k] * 10) / 10;
 }
 
+/** Counts added bucket by bucket (absent lists count nothing). */
+export function sumCounts(lists: readonly (readonly number[] | undefined)[], length: number): number[] {
+  const out = new Array<number>(length).fill(0);
+  for (const l of lists) l?.forEach((c, i) => (out[i]! += c));
+  return out;
+}
+
 export function latencyBucket(ms: number): number {
   return LATENCY_BOUNDS_MS.findIndex((b) => ms <= b);
 }
@@ -225,9 +333,13 @@ export function combinePieces(n: number, pieces: PieceSummary[], model: Partitio
     p.latencyCounts.forEach((c, i) => (latencyCounts[i]! += c));
   }
   roundStages(stageMs);
+  const labels = new LabelTally();
+  for (const p of pieces) labels.merge(p);
+  const landed = pieces.some((p) => p.landedCounts) ? sumCounts(pieces.map((p) => p.landedCounts), LANDED_BOUNDS_S.length) : undefined;
   return {
     n,
     ...sum,
+    ...labels.summary(),
     modelLoadMs: Math.round(pieces.reduce((t, p) => t + (p.modelLoadMs ?? 0), 0) * 10) / 10,
     ...(pieces[0]!.firstResultMs !== undefined ? { firstResultMs: pieces[0]!.firstResultMs } : {}),
     wallMs: Math.round(sum.wallMs * 10) / 10,
@@ -235,10 +347,12 @@ export function combinePieces(n: number, pieces: PieceSummary[], model: Partitio
     startedAt: pieces[0]!.startedAt,
     endedAt: pieces[pieces.length - 1]!.endedAt,
     latencyCounts,
-    samples: pieces.flatMap((p) => p.samples).slice(0, SAMPLES_PER_PIECE * 2),
+    ...(landed ? { landedCounts: landed } : {}),
+    samples: pieces.flatMap((p) => p.samples).slice(0, MAX_SAMPLES),
     failureHead: pieces.flatMap((p) => p.failureHead).slice(0, FAILURES_PER_PIECE),
     pieces: pieces.map((p) => p.fragments),
     ...(pieces.some((p) => p.videos) ? { videos: pieces.reduce<Record<string, VideoStats>>((acc, p) => mergeVideoStats(acc, p.videos), {}) } : {}),
+    ...(pieces.some((p) => p.annotated) ? { annotated: pieces.flatMap((p) => p.annotated ?? []) } : {}),
     model,
     planEtag,
     run,

@@ -17,8 +17,10 @@ import { round1 } from '../model/postprocess';
 import { watchForCancel } from '../job/folder';
 import { analyzeImage, type AnalyzedImage, type LoadedModel, type ModelCache, type ModelVersion } from '../model';
 import { renderOverlay } from '../model/overlay';
+import { AnnotatedFrames } from '../video/annotate';
 import { frameOutputName, frameRuns, itemName, perImage, processFrame, videoStats, type Outcome } from './frames';
 import type { InferParams } from '../model/spec';
+import type { Overlays } from '../job/request';
 import {
   addStages,
   beginAttempt,
@@ -33,7 +35,13 @@ import {
   pieceSummaryName,
   recordAttemptError,
   roundStages,
-  SAMPLES_PER_PIECE,
+  annotatedSegmentName,
+  type AnnotatedSegment,
+  DEFAULT_SAMPLES,
+  LANDED_BOUNDS_S,
+  drawsOverlay,
+  LabelTally,
+  MAX_SAMPLES,
   type FailureRecord,
   type ImageResult,
   type Fragment,
@@ -44,7 +52,7 @@ import {
   type PieceSummary,
   type Stage,
 } from './parts';
-import { parquetFile, parquetPartName, parquetRows, type ParquetItem } from './parquet';
+import { deltaStats, PARQUET_DATASET, parquetFile, parquetPartName, parquetRows, type ParquetItem } from './parquet';
 import { collectStream, mapLimit, normalizeEtag, outputBlobName, readJson, readPlan, storageError, writeBlob, writeJson, type BlobRef, type PlanPartition } from '../storage';
 
 export type { FailureRecord, ImageResult, PartitionSummary, Stage, StageTimings } from './parts';
@@ -61,6 +69,8 @@ export interface PartitionDeps {
   videoTimeoutMs?: number;
   /** A piece stops taking new images once it has run this long (default: no limit). */
   budgetMs?: number;
+  /** The container of the job's shared Delta table (output.table), when it has one. */
+  table?: ContainerClient;
 }
 
 export interface PartitionTask {
@@ -72,11 +82,16 @@ export interface PartitionTask {
   /** The model version the job's plan pinned. */
   model: { name: string } & ModelVersion;
   params: InferParams;
-  overlays: boolean;
+  /** Draw overlays for every image, none, or the report's samples only. */
+  overlays: Overlays;
+  /** Images this partition keeps for the report (the orchestrator's share of MAX_SAMPLES). */
+  samples?: number;
   /** Write results/<name>.json per image (default true); results.jsonl has them either way. */
   perImageResults?: boolean;
   /** Write the piece's Parquet part (default true). */
   parquet?: boolean;
+  /** A Delta table shared by jobs (in deps.table): the part goes to `<path>job_id=<jobId>/`. */
+  table?: { path: string };
   skipExisting: boolean;
   /** This run of the job (attempts are counted per run) and the attempts it allows each piece. */
   run?: string;
@@ -87,7 +102,7 @@ export interface PartitionTask {
 export type PieceResult = { done: true; summary: PartitionSummary; resumed: boolean } | { done: false; next: number; piece: PieceSummary };
 
 
-async function processImage(deps: PartitionDeps, task: PartitionTask, model: LoadedModel, blob: BlobRef, lookForExisting: boolean): Promise<Outcome> {
+async function processImage(deps: PartitionDeps, task: PartitionTask, model: LoadedModel, blob: BlobRef, lookForExisting: boolean, overlay: boolean): Promise<Outcome> {
   const t0 = performance.now();
   const resultName = outputBlobName(task.jobPrefix, 'results', blob.name, '.json');
   const fail = (stage: Stage, err: LakeInferError): Outcome => ({
@@ -149,7 +164,7 @@ async function processImage(deps: PartitionDeps, task: PartitionTask, model: Loa
     timings: { ...analyzed.timings, downloadMs: round1(t1 - t0), writeMs: 0 },
   };
   try {
-    if (task.overlays) {
+    if (overlay) {
       const o = await renderOverlay(analyzed.pixels ?? data, analyzed.detections, { limits: { maxBytes: deps.maxImageBytes, maxPixels: deps.maxImagePixels } });
       await writeBlob(deps.output, outputBlobName(task.jobPrefix, 'overlays', blob.name, '.png'), o.png);
     }
@@ -172,10 +187,12 @@ export function cocoLines(r: ImageResult, imageId: number): string {
   return text;
 }
 
-function sampleOf(task: PartitionTask, r: ImageResult): ImageSample {
+function sampleOf(task: PartitionTask, r: ImageResult, drawn: boolean): ImageSample {
+  const top = r.classes?.[0];
   return {
     name: r.frame ? `${r.source.name}#frame=${r.frame.index}` : r.source.name,
-    ...(task.overlays ? { overlay: (r.frame ? frameOutputName(task.jobPrefix, 'overlays', r.source.name, r.frame.index, '.png') : outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png')).slice(task.jobPrefix.length) } : {}),
+    ...(top ? { top: { label: top.label, score: Math.round(top.score * 1000) / 1000 } } : {}),
+    ...(drawn ? { overlay: (r.frame ? frameOutputName(task.jobPrefix, 'overlays', r.source.name, r.frame.index, '.png') : outputBlobName(task.jobPrefix, 'overlays', r.source.name, '.png')).slice(task.jobPrefix.length) } : {}),
     width: r.width,
     height: r.height,
     detections: r.detections.length,
@@ -227,11 +244,20 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   // A cancelled job stops taking images; what was written stays.
   const cancel = await watchForCancel(deps.output, task.jobPrefix);
   const blobs = plan.blobs.slice(from);
+  // The report's samples: the images at evenly spaced places of the partition (their overlays are
+  // drawn when overlays are 'samples'), the successful ones among them kept.
+  const quota = Math.max(1, Math.min(MAX_SAMPLES, task.samples ?? DEFAULT_SAMPLES));
+  const every = Math.max(1, Math.ceil(plan.blobs.length / quota));
+  const isSampleSlot = (j: number): boolean => j % every === 0;
   // Consecutive frames of one video: decoded once per run, from its keyframe.
   const runs = frameRuns(deps.input, blobs, deps.videoTimeoutMs ?? 600_000);
   const deadline = deps.budgetMs === undefined ? Number.POSITIVE_INFINITY : t0 + deps.budgetMs;
+  // With every overlay asked for, a video's frames also make its annotated video (a segment per piece).
+  const annotated = task.overlays === true && blobs.some((b) => b.frame) ? await AnnotatedFrames.create() : undefined;
+  const annotate = annotated ? (video: string, frame: { index: number; time: number }, rgb: { data: Uint8Array; width: number; height: number }) => annotated.add(video, frame, rgb) : undefined;
   let started = 0;
   let firstResultMs: number | undefined;
+  const doneAt: number[] = [];
   let outcomes: (Outcome | undefined)[];
   try {
     outcomes = await mapLimit(blobs, deps.ioConcurrency, async (blob, i) => {
@@ -240,15 +266,20 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
       if (started > 0 && performance.now() >= deadline) return undefined;
       started++;
       const place = runs.at[i];
+      const overlay = drawsOverlay(task.overlays, isSampleSlot(from + i));
       const o = blob.probeError
         ? ({ kind: 'failed', failure: { blob: blob.name, stage: 'probe', code: blob.probeError.code, message: blob.probeError.message }, latency: 0 } satisfies Outcome)
         : place
-          ? await processFrame(deps, task, model, blob, place)
-          : await processImage(deps, task, model, blob, lookForExisting);
+          ? await processFrame(deps, { ...task, overlays: overlay, ...(annotate ? { annotate } : {}) }, model, blob, place)
+          : await processImage(deps, task, model, blob, lookForExisting, overlay);
       firstResultMs ??= round1(performance.now() - t0);
+      doneAt[i] = Date.now();
       return o;
     });
     if (cancel.cancelled) throw new LakeInferError('JobCancelled', `job '${task.jobId}' was cancelled; partition ${task.n} stopped`);
+  } catch (err) {
+    await annotated?.close();
+    throw err;
   } finally {
     cancel.stop();
     for (const r of runs.runs) r.close();
@@ -264,11 +295,12 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
   let coco = '';
   const failures: FailureRecord[] = [];
   const samples: ImageSample[] = [];
-  const good = done.filter((o) => o.kind !== 'failed').length;
-  const stride = Math.max(1, Math.ceil(good / SAMPLES_PER_PIECE));
+  const labels = new LabelTally();
+  let landed: number[] | undefined;
   let detections = 0;
-  let k = 0;
   done.forEach((o, i) => {
+    const at = blobs[i]!.landed;
+    if (at && o.kind !== 'failed') (landed ??= new Array<number>(LANDED_BOUNDS_S.length).fill(0))[LANDED_BOUNDS_S.findIndex((b) => (doneAt[i]! - Date.parse(at)) / 1000 <= b)]!++;
     latencyCounts[latencyBucket(o.latency)]!++;
     if (o.kind === 'failed') {
       failures.push(o.failure);
@@ -277,7 +309,8 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     lines.push(o.line);
     coco += cocoLines(o.result, plan.first + from + i + 1);
     detections += o.result.detections.length;
-    if (k++ % stride === 0 && samples.length < SAMPLES_PER_PIECE) samples.push(sampleOf(task, o.result));
+    labels.add(o.result);
+    if (isSampleSlot(from + i) && samples.length < quota) samples.push(sampleOf(task, o.result, task.overlays === true || (task.overlays === 'samples' && o.kind === 'ok')));
     if (o.t) addStages(stageMs, o.t);
   });
   roundStages(stageMs);
@@ -295,15 +328,40 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     const rows = parquetRows(task.jobId, items, { name: task.model.name, etag: task.model.etag });
     if (rows.length === 0) return undefined; // no image done: nothing to add to the dataset
     const body = await parquetFile(rows, { 'lakeinfer.job': task.jobId, 'lakeinfer.partition': String(task.n), 'lakeinfer.from': String(from) });
+    if (task.table && deps.table) {
+      // The job's partition of the shared table (Hive-style folder: the jobId needs no escaping). The
+      // run is in the name: a restarted job's parts are new files, never the old ones rewritten
+      // (Delta's files are immutable; readers of an older version keep reading theirs).
+      const runTag = createHash('sha1').update(task.run ?? 'unversioned').digest('hex').slice(0, 8);
+      const name = `job_id=${task.jobId}/${parquetPartName(task.n, from).slice(PARQUET_DATASET.length).replace(/\.parquet$/, `-${runTag}.parquet`)}`;
+      const etag = await writeBlob(deps.table, `${task.table.path}${name}`, body);
+      return { name, table: true, rows: rows.length, bytes: body.length, etag: etag as string, stats: deltaStats(rows) };
+    }
     const name = parquetPartName(task.n, from);
     const etag = await writeBlob(deps.output, `${task.jobPrefix}${name}`, body);
-    return { name, rows: rows.length, bytes: body.length, etag: etag as string };
+    return { name, rows: rows.length, bytes: body.length, etag: etag as string, stats: deltaStats(rows) };
   };
-  const [results, cocoFrag, failuresFrag, parquet] = await Promise.all([
+  const writeSegments = async (): Promise<AnnotatedSegment[] | undefined> => {
+    if (!annotated) return undefined;
+    try {
+      const segments = await annotated.segments();
+      return await Promise.all(
+        segments.map(async (s, k) => {
+          const name = annotatedSegmentName(task.jobPrefix, task.n, from, attempt, k);
+          const etag = await writeBlob(deps.output, name, s.data);
+          return { video: s.video, first: s.first, frames: s.frames, seconds: Math.round(s.seconds * 1000) / 1000, time: s.time, scratchBytes: s.scratchBytes, name, bytes: s.data.length, etag: etag as string, md5: createHash('md5').update(s.data).digest('base64') };
+        }),
+      );
+    } finally {
+      await annotated.close();
+    }
+  };
+  const [results, cocoFrag, failuresFrag, parquet, segments] = await Promise.all([
     write('results', lines.length ? `${lines.join('\n')}\n` : ''),
     write('coco', coco),
     write('failures', failures.length ? `${failures.map((f) => JSON.stringify(f)).join('\n')}\n` : ''),
     task.parquet === false ? undefined : writeParquet(),
+    writeSegments(),
   ]);
   const piece: PieceSummary = {
     n: task.n,
@@ -322,8 +380,11 @@ async function runPiece(deps: PartitionDeps, task: PartitionTask, plan: PlanPart
     endedAt: new Date().toISOString(),
     latencyCounts,
     samples,
+    ...labels.summary(),
+    ...(landed ? { landedCounts: landed } : {}),
     failureHead: failures.slice(0, FAILURES_PER_PIECE),
     ...(videos ? { videos } : {}),
+    ...(segments?.length ? { annotated: segments } : {}),
     fragments: { from, to, results, coco: cocoFrag, failures: failuresFrag, ...(parquet ? { parquet } : {}) },
   };
   if (to < plan.blobs.length) {

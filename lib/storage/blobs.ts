@@ -22,6 +22,8 @@ export interface WriteOptions {
   ifNotExists?: boolean;
   /** Only write over the blob with this ETag (returns false when it changed). */
   ifMatch?: string;
+  /** Stops the write, its retries included. */
+  abortSignal?: AbortSignal;
 }
 
 /**
@@ -35,6 +37,7 @@ export async function writeBlob(container: ContainerClient, name: string, body: 
     const res = await container.getBlockBlobClient(name).uploadData(data, {
       blobHTTPHeaders: { blobContentType: opts.contentType ?? contentTypeFor(name) },
       ...(opts.metadata ? { metadata: opts.metadata } : {}),
+      ...(opts.abortSignal ? { abortSignal: opts.abortSignal } : {}),
       ...(opts.ifNotExists ? { conditions: { ifNoneMatch: '*' } } : opts.ifMatch ? { conditions: { ifMatch: opts.ifMatch } } : {}),
     });
     return normalizeEtag(res.etag) || '(no etag)';

@@ -79,7 +79,11 @@ export function storageError(err: unknown, what: string, target: string): LakeIn
   }
   if (status === 404) return new LakeInferError('BlobNotFound', `'${target}' was not found (${what})`, { target, cause: err });
   const retryable = isTransientStorageError(err);
-  const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  // Never empty: a storage answer with no message (a 500 from a listing of a name it cannot
+  // encode, say) is named by its status and error code.
+  const first = (err instanceof Error ? err.message.split('\n')[0] : String(err))?.trim();
+  const answer = [status !== undefined ? `HTTP ${status}` : '', code ?? ''].filter(Boolean).join(' ');
+  const detail = first ? (answer && !first.includes(answer) ? `${first} (${answer})` : first) : answer ? `storage answered ${answer} with no message${what.startsWith('listing') ? '; a blob name it cannot list (a control character or noncharacter) does this' : ''}` : 'no reason given';
   return new LakeInferError(retryable ? 'StorageUnavailable' : 'Internal', `${what} failed for '${target}': ${detail}`, {
     target,
     retryable,

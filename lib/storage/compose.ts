@@ -51,8 +51,8 @@ export type Part = { key: string; source: string; offset: number; count: number;
 
 /** The source of a part is no longer the version it was recorded with. */
 export class FragmentChanged extends LakeInferError {
-  constructor(readonly source: string, etag: string) {
-    super('FragmentChanged', `'${source}' changed after it was recorded (it is no longer version ${etag}); it is not composed`, { retryable: true, target: source });
+  constructor(readonly source: string, etag: string, gone = false) {
+    super('FragmentChanged', gone ? `'${source}' is gone since it was recorded; it is not composed` : `'${source}' changed after it was recorded (it is no longer version ${etag}); it is not composed`, { retryable: true, target: source });
   }
 }
 
@@ -101,7 +101,7 @@ async function assertVersion(container: ContainerClient, source: string, etag: s
   try {
     now = (await container.getBlobClient(source).getProperties()).etag;
   } catch (err) {
-    if (restStatus(err) === 404) throw new FragmentChanged(source, etag);
+    if (restStatus(err) === 404) throw new FragmentChanged(source, etag, true);
     throw storageError(err, 'reading properties', source);
   }
   if (bare(now ?? '') !== bare(etag)) throw new FragmentChanged(source, etag);
@@ -162,12 +162,15 @@ export async function composeBlob(container: ContainerClient, spec: ComposeSpec,
         } catch (err) {
           if (err instanceof FragmentChanged) throw err;
           if (restStatus(err) === 400 && part.md5 && /Md5Mismatch/i.test(String((err as { code?: string }).code ?? (err as Error).message))) throw new FragmentChanged(part.source, part.etag ?? part.md5);
+          // Put Block needs no destination blob: a 404 is the source's (CannotVerifyCopySource), gone since it was recorded.
+          if (restStatus(err) === 404) throw new FragmentChanged(part.source, part.etag ?? part.md5 ?? '', true);
           if (restStatus(err) !== 501) throw storageError(err, `staging block from ${part.source}`, b.name);
           urlStaging = false; // this storage cannot: copy through the process from now on
         }
       }
       const res = await container.getBlobClient(part.source).download(offset, count, part.etag ? { conditions: { ifMatch: quoted(part.etag) } } : {}).catch((err: unknown) => {
         if (restStatus(err) === 412 && part.etag) throw new FragmentChanged(part.source, part.etag);
+        if (restStatus(err) === 404) throw new FragmentChanged(part.source, part.etag ?? part.md5 ?? '', true);
         throw storageError(err, 'reading part', part.source);
       });
       const data = (await collectStream(res.readableStreamBody!))!;

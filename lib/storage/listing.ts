@@ -10,6 +10,8 @@ export interface BlobRef {
   size: number;
   /** Content-MD5 (base64) when the storage service keeps one: the same bytes uploaded again have it too. */
   md5?: string;
+  /** When a continuous job's arrival landed (its last-modified time or the event's time). */
+  landed?: string;
   /** A frame of a video blob (the plan gives each frame a job takes an item of its own). */
   frame?: FrameRef;
   /** A video the plan could not read: the item fails with this code instead of being inferred. */

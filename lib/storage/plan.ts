@@ -3,7 +3,7 @@
  */
 import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError } from '../util/errors';
-import { partitionStream } from '../util/partitions';
+import { autoPartitionStream, partitionStream } from '../util/partitions';
 import { readBlob, readJson, writeJson } from './blobs';
 import { listBlobPages, type BlobPage, type BlobRef, type ListOptions } from './listing';
 
@@ -36,7 +36,12 @@ export function planIndexName(prefix: string): string {
 export interface WritePlanOptions extends ListOptions {
   jobId: string;
   jobPrefix: string;
-  partitionSize: number;
+  /** A number, or 'auto': chosen from the item count and `window` (autoPartitionSize); the index records the size. */
+  partitionSize: number | 'auto';
+  /** The job's window of partitions in flight (maxParallelPartitions), for 'auto'. */
+  window?: number;
+  /** For 'auto': the fewest items a partition gets while the window is not full (default AUTO_MIN). */
+  minAutoSize?: number;
   model: PlanIndex['model'];
   /** Blobs never planned: the job's own folder when it shares the input's container. */
   exclude?: { container: string; prefix: string };
@@ -70,7 +75,9 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
   let n = 0;
   let total = 0;
   let bytes = 0;
-  for await (const blobs of partitionStream(pages, opts.partitionSize)) {
+  let size = opts.partitionSize === 'auto' ? 0 : opts.partitionSize;
+  const parts = opts.partitionSize === 'auto' ? autoPartitionStream(pages, opts.window ?? 32, (s) => (size = s), opts.minAutoSize) : partitionStream(pages, opts.partitionSize);
+  for await (const blobs of parts) {
     if (failure) break;
     const part: PlanPartition = { jobId: opts.jobId, n, first: total, blobs };
     total += blobs.length;
@@ -86,7 +93,7 @@ export async function writePlan(input: ContainerClient, output: ContainerClient,
   }
   await Promise.all(inFlight);
   if (failure) throw failure.err;
-  const index: PlanIndex = { jobId: opts.jobId, inputContainer: input.containerName, partitions: n, total, bytes, partitionSize: opts.partitionSize, model: opts.model };
+  const index: PlanIndex = { jobId: opts.jobId, inputContainer: input.containerName, partitions: n, total, bytes, partitionSize: size, model: opts.model };
   await writeJson(output, planIndexName(opts.jobPrefix), index);
   return index;
 }

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'FragmentChanged'
   | 'JobSpecConflict'
   | 'OutputConflict'
+  | 'ContinuousLoop'
   | 'JobCancelled'
   | 'AttemptsExhausted'
   | 'ImageTooLarge'

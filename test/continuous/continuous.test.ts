@@ -15,7 +15,7 @@ import type { Manifest } from '../../lib/fanin/finalize';
 import { startLocalHost, type LocalHost } from '../../lib/local/host/host';
 import { readBlob } from '../../lib/storage';
 import { readDeltaLog } from '../../lib/fanin/delta';
-import { DELTA_READ, downloadFolder, needPython, python } from '../helpers/python';
+import { DELTA_READ, downloadFolder, needPython, python, SPARK_READ, type SparkRead } from '../helpers/python';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -213,6 +213,13 @@ describe('a continuous job through the local host', () => {
     assert.equal(final.status, 'cancelled');
     assert.deepEqual(final.counts, { ...m3.counts, partitions: final.counts.partitions });
     assert.ok(!(await out.getBlobClient(registrationName('live')).exists()), 'unregistered once stopped');
+    // The report's continuous figures: seconds from landing to result for each arrival (the first
+    // image was there before the job), and a rate over busy time, not over the idle looks.
+    assert.equal(final.landedLatency!.counts.reduce((a, b) => a + b, 0), final.counts.images - 1, JSON.stringify(final.landedLatency));
+    assert.ok(final.busySeconds! < final.wallSeconds / 2, `busy ${final.busySeconds} s of ${final.wallSeconds} s`);
+    const report = (await readBlob(out, 'runs/live/report.html'))!.data.toString();
+    assert.match(report, /From upload to result/);
+    assert.match(report, /images\/s while inferring/);
     // The Parquet dataset: each image version once; 001 twice (two contents, two ETags), 002 once.
     const rows: Record<string, unknown>[] = [];
     for (const part of final.datasets!.results.parts) rows.push(...readParquetRows((await readBlob(out, `runs/live/results.parquet/${part}`))!.data).rows);
@@ -237,6 +244,75 @@ describe('a continuous job through the local host', () => {
     const counts = Object.values(read.versions).map((v) => v.length);
     assert.deepEqual([...counts].sort((a, b) => a - b), counts, 'versions only grow: batches are appends');
     console.log(`continuous delta: delta-rs reads ${read.version + 1} versions with ${counts.join(', ')} rows`);
+    // Spark with Delta Lake reads the same versions.
+    if (!needPython(t, 'pyspark', 'delta')) return;
+    const spark = python<Record<string, SparkRead>>(SPARK_READ, dir)[dir]!;
+    assert.equal(spark.version, read.version);
+    assert.ok(spark.history.length >= 4 && spark.history.every((h) => h === 'STREAMING UPDATE' || h === 'WRITE'), spark.history.join(', '));
+    for (const [v, images] of Object.entries(read.versions)) assert.deepEqual(spark.versions[v], images, `version ${v}: Spark and delta-rs see the same rows`);
+    console.log(`continuous delta: Spark reads the same ${spark.version + 1} versions`);
+  });
+
+  test('a cancel ends a continuous job that waits an hour between looks in seconds (the stop event); a resubmit resumes it, and what landed meanwhile is inferred once', async () => {
+    const input = az.service.getContainerClient('hour-in');
+    const out = az.service.getContainerClient('hour-out');
+    await input.createIfNotExists();
+    await writeBlob(input, 'cam/a.png', await new Canvas(8, 8, [255, 0, 0]).png());
+    const request = (pollSeconds: number) => ({ jobId: 'hourly', input: { container: 'hour-in', prefix: 'cam/', extensions: ['.png'] }, output: { container: 'hour-out' }, model: { name: 'colours' }, mode: 'continuous', pollSeconds, params: { topK: 1 } });
+    const view = async () => (await (await fetch(`${host.url}/api/jobs/hourly`)).json()) as { status: string; progress?: { phase?: string } };
+    const waitFor = async (ok: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> => {
+      const end = Date.now() + ms;
+      while (!(await ok())) {
+        if (Date.now() > end) throw new Error(`timed out: ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    assert.equal((await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(request(3600)) })).status, 202);
+    await waitFor(async () => (await view()).progress?.phase === 'watching', 'watching');
+    const t0 = Date.now();
+    assert.equal((await fetch(`${host.url}/api/jobs/hourly`, { method: 'DELETE' })).status, 202);
+    await waitFor(async () => (await view()).status === 'cancelled', 'cancelled', 30_000);
+    const took = Date.now() - t0;
+    assert.ok(took < 20_000, `cancelled after ${took} ms, not at the next look an hour later`);
+    assert.equal((await readJson<Manifest>(out, 'hourly/_manifest.json'))!.status, 'cancelled');
+    // Meanwhile a blob lands; the same request again (a shorter poll may differ) resumes the job.
+    await writeBlob(input, 'cam/b.png', await new Canvas(8, 8, [0, 0, 255]).png());
+    const again = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(request(1)) });
+    assert.equal(again.status, 202, await again.clone().text());
+    assert.equal(((await again.json()) as { resumed: boolean }).resumed, true);
+    await waitFor(async () => (await readJson<Manifest>(out, 'hourly/_manifest.json'))?.counts.images === 2, 'the blob that landed while it was stopped');
+    assert.equal((await view()).status, 'running');
+    assert.equal((await fetch(`${host.url}/api/jobs/hourly`, { method: 'DELETE' })).status, 202);
+    await waitFor(async () => (await view()).status === 'cancelled', 'cancelled again', 30_000);
+    const lines = (await readBlob(out, 'hourly/results.jsonl'))?.data.toString() ?? '';
+    const rows: Record<string, unknown>[] = [];
+    for (const part of (await readJson<Manifest>(out, 'hourly/_manifest.json'))!.datasets!.results.parts) rows.push(...readParquetRows((await readBlob(out, `hourly/results.parquet/${part}`))!.data).rows);
+    assert.deepEqual(rows.map((r) => r['image']).sort(), ['cam/a.png', 'cam/b.png'], `each image once ${lines}`);
+  });
+
+  test('continuous jobs never feed each other: one that would watch where another writes, or write where another watches, is a 409 ContinuousLoop naming the field; a batch job may read their outputs', async () => {
+    const loop = az.service.getContainerClient('loop');
+    await loop.createIfNotExists();
+    await writeBlob(loop, 'in/a.png', await new Canvas(8, 8, [0, 255, 0]).png());
+    const post = (body: unknown) => fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(body) });
+    const base = { model: { name: 'colours' }, mode: 'continuous', pollSeconds: 1, params: { topK: 1 } };
+    assert.equal((await post({ ...base, jobId: 'loop-a', input: { container: 'loop', prefix: 'in/', extensions: ['.png'] }, output: { container: 'loop', prefix: 'out/' } })).status, 202);
+    // B watches out/, where A writes: it would infer A's overlays and records, and so on.
+    const b = await post({ ...base, jobId: 'loop-b', input: { container: 'loop', prefix: 'out/', extensions: ['.png'] }, output: { container: 'loop', prefix: 'b-out/' } });
+    assert.equal(b.status, 409);
+    const eb = ((await b.json()) as { error: { code: string; target: string; message: string } }).error;
+    assert.equal(eb.code, 'ContinuousLoop');
+    assert.equal(eb.target, 'input.prefix');
+    assert.match(eb.message, /where the running continuous job 'loop-a' writes \('loop\/out\/loop-a\/'\)/);
+    // C writes under in/, where A watches.
+    const c = await post({ ...base, jobId: 'loop-c', input: { container: 'loop', prefix: 'elsewhere/', extensions: ['.png'] }, output: { container: 'loop', prefix: 'in/c/' } });
+    assert.equal(c.status, 409);
+    assert.equal(((await c.json()) as { error: { target: string } }).error.target, 'output.prefix');
+    // A watcher that takes none of the extensions a job writes is not fed; a batch job may read out/.
+    assert.equal((await post({ ...base, jobId: 'loop-d', input: { container: 'loop', prefix: 'out/', extensions: ['.jpg'] }, output: { container: 'loop', prefix: 'd/' } })).status, 202);
+    assert.equal((await post({ jobId: 'loop-batch', model: { name: 'colours' }, input: { container: 'loop', prefix: 'in/', extensions: ['.png'] }, output: { container: 'loop', prefix: 'batch/' }, params: { topK: 1 } })).status, 202);
+    for (const id of ['loop-a', 'loop-d']) assert.equal((await fetch(`${host.url}/api/jobs/${id}`, { method: 'DELETE' })).status, 202);
+    for (const id of ['loop-a', 'loop-d', 'loop-batch']) await host.engine.waitFor(id, 60_000);
   });
 });
 

@@ -83,7 +83,7 @@ test('azd package (the real azd) on a fresh copy: the staged linux-x64 app, load
     const sharp = require(require.resolve('sharp', { paths: [${JSON.stringify(dir)}] }));
     console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, vips: sharp.versions.vips }));`;
   const got = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } }).trim().split('\n').pop()!) as { functions: string[]; ort: string; vips: string };
-  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'listJobs', 'planJob', 'purgeJob', 'retryJob', 'submitJob']);
+  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'listJobs', 'planJob', 'planMore', 'purgeJob', 'retryJob', 'submitJob']);
   assert.equal(got.ort, 'function');
   assert.match(got.vips, /^\d+\.\d+/);
 

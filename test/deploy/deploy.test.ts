@@ -215,7 +215,7 @@ test('the unpacked package loads: every function registers from its own node_mod
     console.log(JSON.stringify({ functions: [...reg.keys()].sort(), ort: typeof ort.InferenceSession.create, sharp: typeof sharp.versions.vips }));`;
   const out = execFileSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, DATA_STORAGE: 'UseDevelopmentStorage=true' } });
   const got = JSON.parse(out.trim().split('\n').pop()!) as { functions: string[]; ort: string; sharp: string };
-  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'listJobs', 'planJob', 'purgeJob', 'retryJob', 'submitJob']);
+  assert.deepEqual(got.functions, ['blobArrivals', 'cancelJob', 'collectArrivals', 'finalizeJob', 'health', 'healthDetails', 'inferPartition', 'inferenceJob', 'jobStatus', 'listJobs', 'planJob', 'planMore', 'purgeJob', 'retryJob', 'submitJob']);
   assert.equal(got.ort, 'function');
   assert.equal(got.sharp, 'string');
 });

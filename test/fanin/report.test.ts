@@ -13,6 +13,12 @@ import { chromium } from 'playwright-core';
 import { estimateCost, LATENCY_BOUNDS_MS, type Manifest } from '../../lib/fanin/finalize';
 import { runDemo } from '../../lib/cli/demo';
 import { MAX_THUMBNAILS, renderReport, throughput, type ReportSample } from '../../lib/fanin/report';
+import { busySeconds } from '../../lib/fanin/finalize';
+import { startLocalHost } from '../../lib/local/host/host';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { listAllBlobs, readBlob, readJson, writeBlob, writeJson } from '../../lib/storage';
+import { Canvas } from '../helpers/images';
+import { classifierFixture, classifierSpec } from '../helpers/models';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -106,4 +112,51 @@ test('a job of 10,000 images keeps report.html small', () => {
   assert.ok(tp.length <= 40);
   const total = tp.reduce((a, [, r], i) => a + r * (tp[i]![0] - (i === 0 ? 0 : tp[i - 1]![0])), 0);
   assert.ok(Math.abs(total - 157 * 64) < 1e-6, 'the chart accounts for every image');
+});
+
+test("a first job's report with the defaults: every image of a small job shown with its overlay (overlays 'samples'), a classifier's top classes and scores, the label table", async () => {
+  const host = await startLocalHost({ activityProcesses: 1, settings: { MODELS_CONTAINER: 'models' }, log: () => undefined, activityOutput: () => undefined });
+  try {
+    const svc = BlobServiceClient.fromConnectionString(host.connectionString);
+    const models = svc.getContainerClient('models');
+    await models.create();
+    await writeBlob(models, 'colours/model.onnx', Buffer.from(classifierFixture()));
+    await writeJson(models, 'colours/model.json', classifierSpec());
+    const images = svc.getContainerClient('images');
+    await images.create();
+    const colours: [number, number, number][] = [[250, 10, 10], [10, 250, 10], [250, 20, 20], [10, 10, 250], [240, 5, 5], [20, 240, 20]];
+    for (const [i, c] of colours.entries()) await writeBlob(images, `pics/${i}.png`, await new Canvas(16, 12, c).png());
+    // No output.overlays: the default draws the report's samples.
+    const r = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify({ jobId: 'first-report', input: { container: 'images', prefix: 'pics/' }, output: { container: 'results' }, model: { name: 'colours' }, partitionSize: 3 }) });
+    assert.equal(r.status, 202);
+    assert.equal((await host.engine.waitFor('first-report', 60_000)).runtimeStatus, 'Completed');
+    const out = svc.getContainerClient('results');
+    const m = (await readJson<Manifest>(out, 'first-report/_manifest.json'))!;
+    assert.equal(m.output.overlays, 'samples');
+    assert.deepEqual(m.labels, {
+      kind: 'classes',
+      top: [
+        { label: 'red', count: 3, meanScore: m.labels!.top[0]!.meanScore },
+        { label: 'green', count: 2, meanScore: m.labels!.top[1]!.meanScore },
+        { label: 'blue', count: 1, meanScore: m.labels!.top[2]!.meanScore },
+      ],
+      scoreHistogram: m.labels!.scoreHistogram,
+    });
+    assert.equal(m.labels!.scoreHistogram.reduce((a, b) => a + b, 0), 6, 'one top-class score per image');
+    const overlays = (await listAllBlobs(out, { prefix: 'first-report/overlays/' })).length;
+    assert.equal(overlays, 6, 'a small job: every image is a sample, each with its overlay');
+    const html = (await readBlob(out, 'first-report/report.html'))!.data.toString();
+    assert.equal((html.match(/<img /g) ?? []).length, 6, 'all six images shown (two partitions, not three per piece)');
+    assert.match(html, /Top classes \(the top class of each image\)/);
+    assert.match(html, /<td>red<\/td><td>3<\/td>/);
+    assert.match(html, /<b>red<\/b> 0\.\d{3}/, "a classifier's thumbnail says its top class and score");
+    assert.match(html, /id="count-top-class">red</);
+  } finally {
+    await host.stop();
+  }
+});
+
+test('busy time is the union of the partitions\' times: a continuous job\'s idle time is left out of its rate', () => {
+  assert.equal(busySeconds([[0, 1000], [500, 1500], [10_000, 11_000], [10_200, 10_300]]), 2.5);
+  assert.equal(busySeconds([]), 0);
 });

@@ -150,3 +150,29 @@ export function nanForDarkFixture(): Uint8Array {
   g.output('logits', ['batch', 4]);
   return g.build();
 }
+
+/**
+ * A stand-in for `yolo export model=yolov8n-seg.pt format=onnx imgsz=640` (which needs PyTorch and
+ * downloads weights): the same input and output shapes, [1, 3, 640, 640] -> output0 [1, 116, 8400]
+ * and output1 [1, 32, 160, 160], and one confident detection of class 0 (a box in the middle whose
+ * score is the image's brightest value), so that the README's walkthrough runs as written.
+ */
+export function yolov8SegStandIn(): Uint8Array {
+  const g = new GraphBuilder();
+  const x = g.input('images', [1, 3, 640, 640]);
+  const rows = 4 + 80 + 32;
+  const A = 8400;
+  const D = new Float32Array(rows * A);
+  // Anchor 0: a box centred at (320, 320), 300 x 200, class 0; its mask coefficients positive.
+  [320, 320, 300, 200].forEach((v, r) => (D[r * A] = v));
+  D[4 * A] = 1;
+  for (let k = 0; k < 32; k++) D[(84 + k) * A] = 1;
+  const isScore = Array.from({ length: rows }, (_, r) => (r === 4 ? 1 : 0));
+  const max = g.node('Reshape', [g.node('ReduceMax', [x], { keepdims: { i: 1 } }), g.ints([1, 1, 1])]);
+  const factor = g.node('Add', [g.node('Mul', [g.const(isScore, [1, rows, 1]), max]), g.const(isScore.map((s) => 1 - s), [1, rows, 1])]);
+  g.node('Mul', [g.const(D, [1, rows, A]), factor], {}, 'output0');
+  g.node('Identity', [g.const(new Float32Array(32 * 160 * 160).fill(1), [1, 32, 160, 160])], {}, 'output1');
+  g.output('output0', [1, rows, A]);
+  g.output('output1', [1, 32, 160, 160]);
+  return g.build();
+}

@@ -54,3 +54,47 @@ sys.stdout.flush()
 # active exception", seen under load): the answer is out, leave without the teardown.
 os._exit(0)
 `;
+
+/**
+ * Reads Delta tables with Spark and Delta Lake (pyspark + delta-spark, its jars from Maven Central
+ * on the first run): for each table folder, its version, history, partition columns, and the images
+ * at every version (with each job's row count at the latest). One Spark session for all the tables.
+ */
+export const SPARK_READ = `
+import json, os, sys
+from pyspark.sql import SparkSession
+from delta import configure_spark_with_delta_pip
+from delta.tables import DeltaTable
+b = (SparkSession.builder.master("local[1]").appName("lakeinfer-test")
+     .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+     .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+     .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+     .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+     .config("spark.sql.shuffle.partitions", "1"))
+spark = configure_spark_with_delta_pip(b).getOrCreate()
+spark.sparkContext.setLogLevel("ERROR")
+out = {}
+for path in sys.argv[1:]:
+    dt = DeltaTable.forPath(spark, path)
+    hist = dt.history().select("version", "operation").orderBy("version").collect()
+    versions = {}
+    for h in hist:
+        df = spark.read.format("delta").option("versionAsOf", h.version).load(path)
+        versions[str(h.version)] = sorted(r.image for r in df.select("image").collect())
+    latest = spark.read.format("delta").load(path)
+    jobs = {r.job_id: r["count"] for r in latest.groupBy("job_id").count().collect()}
+    detail = dt.detail().collect()[0]
+    out[path] = {"version": hist[-1].version, "history": [h.operation for h in hist], "versions": versions, "jobs": jobs, "partitionColumns": list(detail.partitionColumns)}
+print(json.dumps(out))
+sys.stdout.flush()
+spark.stop()
+`;
+
+/** Spark's reading of each table folder (see SPARK_READ). */
+export interface SparkRead {
+  version: number;
+  history: string[];
+  versions: Record<string, string[]>;
+  jobs: Record<string, number>;
+  partitionColumns: string[];
+}

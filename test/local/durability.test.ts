@@ -9,16 +9,19 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { DEV_ACCOUNT, DEV_KEY } from '../../lib/local/azurite/azurite';
 import { LOCK_FILE } from '../../lib/local/azurite/lock';
 import { startLocalHost } from '../../lib/local/host/host';
+import { startAzurite } from '../../lib/local/azurite/azurite';
 import { seeded } from '../../lib/local/durable/random';
-import { readBlob, writeBlob, writeJson } from '../../lib/storage';
+import { listAllBlobs, readBlob, readJson, writeBlob, writeJson } from '../../lib/storage';
+import type { Manifest } from '../../lib/fanin/finalize';
+import { readParquetRows } from '../helpers/parquet';
 import type { ImageResult } from '../../lib/partition/pipeline';
 import { Canvas } from '../helpers/images';
 import { classifierFixture, classifierSpec } from '../helpers/models';
@@ -34,6 +37,7 @@ interface Host {
   service: BlobServiceClient;
   azuritePid: number;
   output: () => string;
+  clearOutput: () => void;
 }
 
 function startHost(dataDir: string): Promise<Host> {
@@ -57,7 +61,7 @@ function startHost(dataDir: string): Promise<Host> {
         const cs = `DefaultEndpointsProtocol=http;AccountName=${DEV_ACCOUNT};AccountKey=${DEV_KEY};BlobEndpoint=${blob}`;
         const { emulatorPid: pid } = JSON.parse(readFileSync(join(dataDir, LOCK_FILE), 'utf8')) as { emulatorPid: number };
         // No retries: a request the killed host did not answer is simply not acknowledged.
-        resolve({ proc, url, service: BlobServiceClient.fromConnectionString(cs, { retryOptions: { maxTries: 1 } }), azuritePid: pid, output: () => text });
+        resolve({ proc, url, service: BlobServiceClient.fromConnectionString(cs, { retryOptions: { maxTries: 1 } }), azuritePid: pid, output: () => text, clearOutput: () => (text = '') });
       }
     });
     proc.once('exit', (code) => reject(new Error(`host exited ${code}:\n${text}`)));
@@ -74,96 +78,226 @@ const alive = (pid: number): boolean => {
   }
 };
 
-test('kill -9 of the host at random moments during uploads, submits and jobs: nothing acknowledged is lost, every job completes exactly once', async () => {
+type KillKind = 'host' | 'emulator' | 'both';
+interface JobMark {
+  kind: 'batch' | 'continuous';
+  /** A cancel was acknowledged (202): the job must end cancelled. 'maybe': one was sent but its answer never came. */
+  cancel?: 'acked' | 'maybe';
+}
+
+/**
+ * The kill loop (issue 23): at seeded random moments the host, its storage emulator alone, or both
+ * at once are killed with SIGKILL while images are uploaded, batch and continuous jobs submitted and
+ * cancelled, jobs run, finalize and collect. After each kill: every blob the emulator acknowledged is
+ * there with its bytes (after a kill of the emulator itself, those acknowledged before the last save
+ * the host asked for: the emulator saves every 5 s on its own, the documented window), every job and
+ * cancel the host acknowledged is there; at the end every batch job completes with each image
+ * exactly once (or ends cancelled, when its cancel was acknowledged), every continuous job ends
+ * cancelled with no blob version inferred twice. DURABILITY_SEED picks the schedule,
+ * DURABILITY_KILLS how many kills (21 in npm test).
+ */
+test('kill loop: the host, the emulator or both killed with SIGKILL at seeded moments during uploads, submits, cancels of both job kinds, jobs, finalize and collect: nothing acknowledged is lost', { timeout: 900_000 }, async () => {
+  const seed = Number(process.env['DURABILITY_SEED'] ?? 2026);
+  const KILLS = Number(process.env['DURABILITY_KILLS'] ?? 21);
+  console.log(`durability: seed ${seed} (DURABILITY_SEED), ${KILLS} kills (DURABILITY_KILLS)`);
   const dataDir = await mkdtemp(join(tmpdir(), 'lakeinfer-durable-'));
-  const rand = seeded(Number(process.env['DURABILITY_SEED'] ?? 2026));
-  const acked = new Map<string, string>(); // blob -> md5
-  const jobs: string[] = [];
+  // The kill schedule (what, when) from one generator; the requests' choices from another, so that
+  // a seed gives the same schedule however fast the machine answers.
+  const schedule = seeded(seed);
+  const rand = seeded(seed + 1);
+  const pick = <T,>(xs: readonly T[], r = rand): T => xs[Math.floor(r() * xs.length)]!;
+  /** Uploads the emulator acknowledged: md5, and when (client clock, after the answer). */
+  const acked = new Map<string, { md5: string; at: number }>();
+  const jobs = new Map<string, JobMark>();
+  /** When each request the host acknowledged (it saves before answering) was sent. */
+  const hostAcks: number[] = [0];
   const FIXED = 9;
-  const request = (jobId: string) => ({ jobId, input: { container: 'images', prefix: 'fixed/' }, output: { container: 'results', prefix: 'runs/' }, model: { name: 'colours' }, partitionSize: 2, maxParallelPartitions: 2, params: { topK: 1 } });
+  const batch = (jobId: string) => ({ jobId, input: { container: 'images', prefix: 'fixed/' }, output: { container: 'results', prefix: 'runs/' }, model: { name: 'colours' }, partitionSize: 2, maxParallelPartitions: 2, params: { topK: 1 } });
+  const continuous = (jobId: string) => ({ jobId, mode: 'continuous', pollSeconds: 1, input: { container: 'cams', prefix: 'cam/', extensions: ['.png'] }, output: { container: 'results', prefix: 'watch/' }, model: { name: 'colours' }, partitionSize: 2, params: { topK: 1 } });
+  const phases = new Map<string, number>();
+  const kinds = new Map<KillKind, number>();
 
   let host = await startHost(dataDir);
   const models = host.service.getContainerClient('models');
   await models.createIfNotExists();
   await writeBlob(models, 'colours/model.onnx', Buffer.from(classifierFixture()));
   await writeJson(models, 'colours/model.json', classifierSpec());
+  for (const c of ['images', 'cams']) await host.service.getContainerClient(c).createIfNotExists();
   const images = host.service.getContainerClient('images');
-  await images.createIfNotExists();
-  for (let i = 0; i < FIXED; i++) {
-    const png = await new Canvas(10, 8, [(i * 40) % 256, 200, 30]).png();
-    await writeBlob(images, `fixed/${i}.png`, png);
-    acked.set(`fixed/${i}.png`, md5(png));
-  }
+  for (let i = 0; i < FIXED; i++) await writeBlob(images, `fixed/${i}.png`, await new Canvas(10, 8, [(i * 40) % 256, 200, 30]).png());
+  // The setup is saved (a job start saves): from here on the loop's own rules apply.
+  await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(batch('job-setup')) });
+  jobs.set('job-setup', { kind: 'batch' });
 
-  for (let cycle = 0; cycle < 4; cycle++) {
-    if (cycle > 0) {
-      host = await startHost(dataDir);
-      const c: ContainerClient = host.service.getContainerClient('images');
-      for (const [name, sum] of acked) {
-        const got = await readBlob(c, name);
-        assert.ok(got, `cycle ${cycle}: acknowledged blob ${name} is there after the restart`);
-        assert.equal(md5(got.data), sum, `cycle ${cycle}: ${name} has its bytes`);
-      }
-      for (const id of jobs) {
-        const r = await fetch(`${host.url}/api/jobs/${id}`);
-        assert.equal(r.status, 200, `cycle ${cycle}: acknowledged job ${id} is there after the restart`);
-      }
+  const verify = async (k: number, kind: KillKind, killedAt: number, backAt: number): Promise<void> => {
+    const where = `kill ${k} (${kind})`;
+    // What the emulator had saved when it died: everything acknowledged before a request the host
+    // acknowledged was sent (the host saves before it answers), counting requests sent before the kill.
+    const savedBefore = Math.max(...hostAcks.filter((t) => t < killedAt));
+    for (const [name, a] of acked) {
+      // After the emulator itself died, what it acknowledged after the last save may be gone.
+      if (kind !== 'host' && a.at >= savedBefore) continue;
+      const got = await readBlob(host.service.getContainerClient(name.startsWith('cam/') ? 'cams' : 'images'), name);
+      assert.ok(got, `${where}: acknowledged blob ${name} is there after the restart (acknowledged ${killedAt - a.at} ms before the kill, ${savedBefore - a.at} ms before the last request the host saved for)`);
+      assert.equal(md5(got.data), a.md5, `${where}: ${name} has its bytes`);
     }
-    // Upload and submit until the host is killed, recording only what was acknowledged.
+    // Uploads the emulator may have lost are forgotten (not checked again): those acknowledged after
+    // its last save, until it was seen back (an answer already on its way when SIGKILL was sent counts).
+    if (kind !== 'host') for (const [name, a] of acked) if (a.at >= savedBefore && a.at <= backAt) acked.delete(name);
+    for (const id of jobs.keys()) {
+      const r = await fetch(`${host.url}/api/jobs/${id}`);
+      assert.equal(r.status, 200, `${where}: acknowledged job ${id} is there after the restart`);
+    }
+  };
+
+  for (let k = 0; k < KILLS; k++) {
+    const kind: KillKind = pick(['host', 'host', 'emulator', 'both'] as const, schedule);
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     let stop = false;
     const uploads = (async () => {
-      const c = host.service.getContainerClient('images');
       for (let i = 0; !stop; i++) {
-        const png = await new Canvas(6, 6, [cycle * 50, i % 256, 99]).png();
-        const name = `live/c${cycle}-${i}.png`;
+        const png = await new Canvas(6, 6, [k * 11 % 256, i % 256, 99]).png();
+        const cam = i % 3 === 0;
+        const name = cam ? `cam/k${k}-${i}.png` : `live/k${k}-${i}.png`;
         try {
-          await c.getBlockBlobClient(name).uploadData(png, { blobHTTPHeaders: { blobContentType: 'image/png' } });
-          acked.set(name, md5(png));
+          await host.service.getContainerClient(cam ? 'cams' : 'images').getBlockBlobClient(name).uploadData(png);
+          acked.set(name, { md5: md5(png), at: Date.now() });
         } catch {
-          return; // the host (and its emulator) went away mid-request: not acknowledged
+          if (stop) return; // the emulator went away mid-request: not acknowledged
+          await new Promise((r) => setTimeout(r, 50)); // answered 503 while it restarts
         }
       }
     })();
-    const submits = (async () => {
-      for (let k = 0; !stop; k++) {
-        const id = `job-${cycle}-${k}`;
+    const requests = (async () => {
+      for (let i = 0; !stop; i++) {
+        const r = rand();
+        const running = [...jobs].filter(([, m]) => m.cancel === undefined);
+        const sent = Date.now();
         try {
-          const r = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(request(id)) });
-          if (r.status === 202) jobs.push(id);
+          if (r < 0.5 || running.length === 0) {
+            const id = `job-${k}-${i}`;
+            const res = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(batch(id)) });
+            if (res.status === 202) {
+              jobs.set(id, { kind: 'batch' });
+              hostAcks.push(sent);
+            }
+          } else if (r < 0.6 && [...jobs.values()].filter((m) => m.kind === 'continuous' && m.cancel === undefined).length < 2) {
+            const id = `cont-${k}-${i}`;
+            const res = await fetch(`${host.url}/api/jobs`, { method: 'POST', body: JSON.stringify(continuous(id)) });
+            if (res.status === 202) {
+              jobs.set(id, { kind: 'continuous' });
+              hostAcks.push(sent);
+            }
+          } else if (r < 0.75) {
+            const [id, mark] = pick(running);
+            mark.cancel = 'maybe';
+            const res = await fetch(`${host.url}/api/jobs/${id}`, { method: 'DELETE' });
+            if (res.status === 202) {
+              mark.cancel = 'acked';
+              hostAcks.push(sent);
+            } else if (res.status === 409) delete mark.cancel; // it ended (or is finishing) first
+          }
         } catch {
-          return;
+          return; // the host went away mid-request: not acknowledged
         }
-        await new Promise((r) => setTimeout(r, 150 + rand() * 300));
+        await new Promise((res) => setTimeout(res, 100 + rand() * 300));
       }
     })();
-    await new Promise((r) => setTimeout(r, 400 + rand() * 1600));
-    const azuritePid = host.azuritePid;
-    host.proc.kill('SIGKILL');
-    await new Promise((r) => host.proc.once('exit', r));
-    stop = true;
-    await Promise.all([uploads, submits]);
-    // The emulator follows its host: it saves what it acknowledged and exits, leaving no orphan.
-    for (let i = 0; i < 200 && alive(azuritePid); i++) await new Promise((r) => setTimeout(r, 50));
-    assert.ok(!alive(azuritePid), `cycle ${cycle}: the storage emulator (pid ${azuritePid}) outlived its host`);
-    assert.ok(!existsSync(join(dataDir, LOCK_FILE)), 'its lock is gone');
+    // Every third kill waits for a job to be finalizing, or a continuous job to be collecting.
+    const watching = [...jobs].filter(([, m]) => m.kind === 'continuous' && m.cancel === undefined).map(([id]) => id);
+    const aim = k % 3 === 2 ? (watching.length > 0 && schedule() < 0.5 ? 'watching' : 'finalizing') : undefined;
+    const firstOfCycle = jobs.size;
+    const until = Date.now() + 400 + schedule() * 1600;
+    let phase = 'random moment';
+    for (;;) {
+      if (aim) {
+        const ids = aim === 'watching' ? watching : [...jobs.keys()].slice(firstOfCycle);
+        const seen = await Promise.all(ids.map((id) => fetch(`${host.url}/api/jobs/${id}`).then((r) => r.json() as Promise<{ progress?: { phase?: string } }>, () => undefined)));
+        if (seen.some((v) => v?.progress?.phase === aim)) {
+          phase = aim;
+          break;
+        }
+        if (Date.now() > until + 3000) break;
+      } else if (Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, aim ? 20 : 50));
+    }
+    phases.set(phase, (phases.get(phase) ?? 0) + 1);
+    const lock = JSON.parse(readFileSync(join(dataDir, LOCK_FILE), 'utf8')) as { emulatorPid: number };
+    const killedAt = Date.now();
+    if (kind === 'host' || kind === 'both') host.proc.kill('SIGKILL');
+    if (kind === 'emulator' || kind === 'both') process.kill(lock.emulatorPid, 'SIGKILL');
+    if (kind === 'emulator') {
+      // The host restarts its emulator on the same ports and goes back to its saved state.
+      for (let i = 0; i < 600 && !/storage emulator is back/.test(host.output()); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(host.output(), /storage emulator is back/, `kill ${k}: the host restarted its emulator`);
+      host.clearOutput();
+      stop = true;
+      await Promise.all([uploads, requests]);
+    } else {
+      await new Promise((r) => host.proc.once('exit', r));
+      stop = true;
+      await Promise.all([uploads, requests]);
+      // The emulator follows its host (saving what it acknowledged, when it was not killed itself).
+      for (let i = 0; i < 200 && alive(lock.emulatorPid); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(!alive(lock.emulatorPid), `kill ${k}: the storage emulator (pid ${lock.emulatorPid}) outlived its host`);
+      host = await startHost(dataDir);
+    }
+    await verify(k, kind, killedAt, Date.now());
   }
 
-  host = await startHost(dataDir);
-  assert.ok(jobs.length >= 4, `${jobs.length} jobs were acknowledged`);
-  const out = host.service.getContainerClient('results');
-  for (const id of jobs) {
-    let status = '';
-    for (let i = 0; i < 600 && !['Completed', 'Failed', 'Terminated'].includes(status); i++) {
-      status = ((await (await fetch(`${host.url}/api/jobs/${id}`)).json()) as { runtimeStatus: string }).runtimeStatus;
-      if (status !== 'Completed') await new Promise((r) => setTimeout(r, 100));
+  // The end: continuous jobs are stopped; every job ends as its acknowledgements say.
+  for (const [id, m] of jobs) {
+    if (m.kind === 'continuous' && m.cancel !== 'acked') {
+      const res = await fetch(`${host.url}/api/jobs/${id}`, { method: 'DELETE' });
+      if (res.status === 202) m.cancel = 'acked';
     }
-    assert.equal(status, 'Completed', `job ${id}`);
-    const lines = (await readBlob(out, `runs/${id}/results.jsonl`))!.data.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ImageResult);
-    assert.deepEqual(lines.map((r) => r.source.name).sort(), Array.from({ length: FIXED }, (_, i) => `fixed/${i}.png`).sort(), `job ${id}: every image exactly once`);
+  }
+  const out = host.service.getContainerClient('results');
+  let completed = 0;
+  let cancelled = 0;
+  for (const [id, m] of jobs) {
+    let v: { runtimeStatus: string; status: string } = { runtimeStatus: '', status: '' };
+    for (let i = 0; i < 1200 && !['Completed', 'Failed', 'Terminated'].includes(v.runtimeStatus); i++) {
+      v = (await (await fetch(`${host.url}/api/jobs/${id}`)).json()) as typeof v;
+      if (!['Completed', 'Failed', 'Terminated'].includes(v.runtimeStatus)) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (v.runtimeStatus === 'Failed') {
+      const f = (await readBlob(out, `${m.kind === 'batch' ? 'runs' : 'watch'}/${id}/_failures.jsonl`))?.data.toString() ?? '';
+      assert.fail(`job ${id} failed: ${JSON.stringify((v as { output?: unknown }).output)}; failures: ${f.slice(0, 3000)}`);
+    }
+    if (m.cancel === 'acked') assert.equal(v.status, 'cancelled', `job ${id}: its acknowledged cancel holds`);
+    if (v.status === 'cancelled') {
+      cancelled++;
+      assert.ok(m.cancel !== undefined, `job ${id} ended cancelled, and only a cancel does that`);
+    } else {
+      completed++;
+      assert.equal(v.status, 'succeeded', `job ${id}`);
+    }
+    const folder = m.kind === 'batch' ? `runs/${id}/` : `watch/${id}/`;
+    let names: string[];
+    if (m.kind === 'batch') {
+      const text = (await readBlob(out, `${folder}results.jsonl`))?.data.toString() ?? '';
+      names = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as ImageResult).map((r) => `${r.source.name}@${r.source.etag}`);
+    } else {
+      // A continuous job's results are its Parquet dataset: one row per image version (a classifier's top 1).
+      const manifest = await readJson<Manifest>(out, `${folder}_manifest.json`);
+      names = [];
+      for (const part of manifest?.datasets?.results.parts ?? []) {
+        const got = await readBlob(out, `${folder}results.parquet/${part}`);
+        if (!got) {
+          const have = (await listAllBlobs(out, { prefix: folder })).map((b) => b.name.slice(folder.length)).filter((n) => !n.startsWith('_arrivals/') && !n.startsWith('_continuous/') && !n.startsWith('results/'));
+          assert.fail(`job ${id}: its manifest lists ${part}, which is not there; the folder holds ${have.join(', ')}; manifest ${JSON.stringify(manifest)}`);
+        }
+        names.push(...readParquetRows(got.data).rows.map((r) => `${String(r['image'])}@${String(r['image_etag'])}`));
+      }
+    }
+    assert.equal(new Set(names).size, names.length, `job ${id}: no image version twice`);
+    if (m.kind === 'batch' && v.status === 'succeeded') assert.deepEqual(names.map((n) => n.split('@')[0]).sort(), Array.from({ length: FIXED }, (_, i) => `fixed/${i}.png`).sort(), `job ${id}: every image exactly once`);
   }
   host.proc.kill('SIGTERM');
   await new Promise((r) => host.proc.once('exit', r));
-  console.log(`durability: 4 kills, ${acked.size} acknowledged blobs and ${jobs.length} acknowledged jobs all there; every job completed exactly once`);
+  const show = (m: Map<string, number>): string => [...m].map(([x, n]) => `${x} ${n}`).join(', ');
+  console.log(`durability: seed ${seed}: ${KILLS} kills (${show(kinds)}; at ${show(phases)}); ${acked.size} acknowledged blobs checked after every kill; ${jobs.size} acknowledged jobs (${[...jobs.values()].filter((m) => m.kind === 'continuous').length} continuous): ${completed} completed with each image once, ${cancelled} cancelled`);
 });
 
 test('the storage emulator killed alone mid-job: the host notices, restarts it on the same ports, and the job finishes from its saved state', async () => {
@@ -232,5 +366,29 @@ test('every acknowledged write is saved before its answer: a continuous job\'s c
     assert.equal((JSON.parse(outcome.data.toString()) as { status: string }).status, 'cancelled');
   } finally {
     await host.stop();
+  }
+});
+
+test('an emulator whose host dies while it saves for a flush still saves what it acknowledged after (it no longer crashes answering a host that is gone)', async () => {
+  for (let round = 0; round < 3; round++) {
+    const dataDir = await mkdtemp(join(tmpdir(), 'lakeinfer-flushdeath-'));
+    const proc = spawn(process.execPath, [join(__dirname, '..', 'helpers', 'dyingHost.js'), dataDir, '3000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(proc);
+    let out = '';
+    proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    await new Promise((r) => proc.once('exit', r));
+    const pid = Number(/emulator (\d+)/.exec(out)?.[1]);
+    assert.ok(pid > 0, out);
+    for (let i = 0; i < 400 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(!alive(pid), 'the emulator exits after its host');
+    const acked = [...out.matchAll(/^acked (\S+)$/gm)].map((m) => m[1]!);
+    assert.equal(acked.length, 3, out);
+    const azurite = await startAzurite({ location: dataDir });
+    try {
+      const c = BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient('acked');
+      for (const name of acked) assert.ok(await readBlob(c, name), `round ${round}: ${name}, acknowledged after the flush began, is there after the restart`);
+    } finally {
+      await azurite.stop();
+    }
   }
 });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as df from 'durable-functions';
 import type { OrchestrationContext, Task } from 'durable-functions';
 import { ActivityLostError } from '../../lib/local/functions/activityErrors';
-import { DurableEngine, MAX_BATCH, type ActivityRunner, type EngineOptions, type HistoryEvent } from '../../lib/local/durable/engine';
+import { DurableEngine, MAX_BATCH, type ActivityRunner, type EngineOptions, type HistoryEvent, type InstanceRecord } from '../../lib/local/durable/engine';
 import { installFunctionsCore, registry, type RegisteredFunction } from '../../lib/local/functions/functionsHost';
 import { formatTimeSpan, functionTimeoutMs, parseTimeSpan } from '../../lib/local/functions/hostJson';
 import { seeded } from '../../lib/local/durable/random';
@@ -87,6 +87,26 @@ describe('the shim replay (pure)', () => {
     const h2 = [...h, ev(EV.TaskScheduled, { Name: 'b' }, 1), ev(EV.OrchestratorStarted), ev(EV.TaskCompleted, { TaskScheduledId: 1, Result: '1' })];
     assert.deepEqual(replayShim(h2, [call('a'), call('b'), { actionType: ACT.ContinueAsNew, input: { next: 1 } }]).continueAsNew, { input: { next: 1 } });
     assert.match(replayShim(start, [{ actionType: ACT.CallSubOrchestrator, functionName: 's' }]).unsupported!, /CallSubOrchestrator/);
+  });
+
+  test('external events take no number; the newest wait of a name gets the event (a stack), an early one is buffered for the next wait', () => {
+    const wait = (name: string): Action => ({ actionType: ACT.WaitForExternalEvent, externalEventName: name });
+    const timer: Action = { actionType: ACT.CreateTimer, fireAt: '2026-01-01T01:00:00Z' };
+    const any = (...children: Action[]): Action => ({ actionType: ACT.WhenAny, compoundActions: children });
+    // A WhenAny of a timer and a wait, in a loop: the timer takes number 0, the wait none.
+    const actions = [any(timer, wait('Stop')), any(timer, wait('stop')), call('after')];
+    assert.deepEqual(replayShim(start, actions).fresh, [{ kind: 'timer', id: 0, fireAt: '2026-01-01T01:00:00.000Z' }]);
+    // The first timer fires; the second WhenAny issues timer 1 and a second wait; the event (names are
+    // case-insensitive, as the extension's) completes the newest wait: 'after' is issued as task 2.
+    const h = [...start, ev(EV.TimerCreated, { FireAt: '2026-01-01T01:00:00Z' }, 0), ev(EV.OrchestratorStarted), ev(EV.TimerFired, { TimerId: 0 })];
+    assert.deepEqual(replayShim(h, actions).fresh.map((w) => w.id), [1]);
+    const h2 = [...h, ev(EV.TimerCreated, {}, 1), ev(EV.OrchestratorStarted), ev(EV.EventRaised, { Name: 'STOP', Input: 'null' })];
+    assert.deepEqual(replayShim(h2, actions).fresh.map((w) => [w.id, w.kind === 'activity' && w.name]), [[2, 'after']]);
+    // An event that came before anyone waited is buffered: the wait takes it at once.
+    const early = [...start, ev(EV.TaskScheduled, { Name: 'a' }, 0), ev(EV.OrchestratorStarted), ev(EV.EventRaised, { Name: 'stop', Input: '1' }), ev(EV.TaskCompleted, { TaskScheduledId: 0, Result: '1' })];
+    assert.deepEqual(replayShim(early, [call('a'), any(timer, wait('stop')), call('b')]).fresh.map((w) => [w.id, w.kind]), [[1, 'timer'], [2, 'activity']]);
+    // Another name's event leaves the wait open.
+    assert.deepEqual(replayShim([...h, ev(EV.TimerCreated, {}, 1), ev(EV.OrchestratorStarted), ev(EV.EventRaised, { Name: 'other', Input: 'null' })], actions).fresh, []);
   });
 });
 
@@ -165,6 +185,33 @@ describe('the engine with real SDK orchestrators', () => {
     assert.notEqual(s.output, 'C', 'c never gets its own result');
   });
 
+  test('raiseEvent: a wait in a loop with a long timer ends when the event comes; an event raised before the wait is kept for it; an ended instance refuses it', async () => {
+    orchestration('waiter', function* (ctx) {
+      const seen: unknown[] = [];
+      for (let i = 0; i < 3; i++) {
+        const ev1 = ctx.df.waitForExternalEvent('stop');
+        const winner = (yield ctx.df.Task.any([ctx.df.createTimer(new Date(ctx.df.currentUtcDateTime.getTime() + 3_600_000)), ev1])) as Task;
+        seen.push(winner === ev1 ? ev1.result : 'timer');
+        if (i === 1) yield ctx.df.callActivity('echo', 'between');
+      }
+      return seen;
+    });
+    const e = engine({ batch: 1 });
+    await e.start('waiter', 'w1', null);
+    for (let i = 0; i < 200 && !(e.record('w1')!.history.some((h) => h.EventType === EV.TimerCreated)); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(await e.raiseEvent('w1', 'stop', { n: 1 }), true);
+    for (let i = 0; i < 200 && e.record('w1')!.history.filter((h) => h.EventType === EV.TimerCreated).length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    // Two events at once: the second waits in the buffer while 'between' runs, and the third wait takes it.
+    await e.raiseEvent('w1', 'stop', { n: 2 });
+    await e.raiseEvent('w1', 'stop', { n: 3 });
+    const s = await e.waitFor('w1', 10_000);
+    e.close();
+    assert.equal(s.runtimeStatus, 'Completed', String(s.output));
+    assert.deepEqual(s.output, [{ n: 1 }, { n: 2 }, { n: 3 }], 'no hour-long timer was waited out');
+    assert.equal(await e.raiseEvent('w1', 'stop', null), false, 'an ended instance takes no event');
+    assert.equal(await e.raiseEvent('nobody', 'stop', null), false);
+  });
+
   test('terminate is a message: the instance runs until it is processed; running and queued activities still run, their outcomes dropped', async () => {
     const ran: string[] = [];
     let release: () => void = () => undefined;
@@ -197,6 +244,38 @@ describe('the engine with real SDK orchestrators', () => {
     assert.equal(h.filter((x) => x.EventType === EV.TaskScheduled && x['Name'] === 'echo').length, 0, 'nothing ran after the terminate');
     await e.terminate('t1', 'again');
     assert.equal((await e.status('t1'))!.output, 'stop now', 'a second terminate of an ended instance changes nothing');
+  });
+
+  test('suspended while its storage restarts: an outcome that arrives is neither recorded nor saved, and reload from the saved records runs the activity again', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let runs = 0;
+    activity('untilRelease', async (i) => {
+      runs++;
+      await gate;
+      return i;
+    });
+    orchestration('suspendable', function* (ctx) {
+      return yield ctx.df.callActivity('untilRelease', 'plan');
+    });
+    const saves: string[] = [];
+    const e = engine({ onChange: (rec) => void saves.push(JSON.stringify(rec)) });
+    await e.start('suspendable', 's1', null);
+    for (let i = 0; i < 200 && runs < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(runs, 1);
+    e.suspend();
+    const saved = saves.length;
+    release();
+    await e.drain();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(saves.length, saved, 'nothing was saved while suspended');
+    assert.equal(e.record('s1')!.history.filter((x) => x.EventType === EV.TaskCompleted).length, 0, 'the outcome was not recorded');
+    e.reload([JSON.parse(saves.at(-1)!) as InstanceRecord]);
+    const s = await e.waitFor('s1', 5000);
+    assert.equal(s.runtimeStatus, 'Completed');
+    assert.equal(s.output, 'plan');
+    assert.equal(runs, 2, 'the activity ran again from the saved state');
+    e.close();
   });
 
   test('an activity whose process is lost is delivered again after the visibility timeout, without using a retry; poison after maxDequeueCount', async () => {

@@ -8,10 +8,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ContainerClient } from '@azure/storage-blob';
+import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { main as cli } from '../../lib/cli/cli';
 import { runDemo, uploadDemo } from '../../lib/cli/demo';
 import { localInferenceLayout, startLocalHost, type LocalHost } from '../../lib/local/host/host';
+import { startAzurite, type AzuriteInstance } from '../../lib/local/azurite/azurite';
+import { InstanceStore } from '../../lib/local/durable/state';
+import type { InstanceRecord } from '../../lib/local/durable/engine';
 import { status, submit } from '../../lib/cli/client';
 import type { Manifest } from '../../lib/fanin/finalize';
 import type { ImageResult } from '../../lib/partition/pipeline';
@@ -207,4 +210,28 @@ test('local host: the activity processes share the cores, one single-threaded se
   assert.deepEqual(localInferenceLayout(2, 1), { INFER_WORKERS: '2', ORT_INTRA_OP_THREADS: '1' });
   assert.deepEqual(localInferenceLayout(8, 2), { INFER_WORKERS: '4', ORT_INTRA_OP_THREADS: '1' });
   assert.deepEqual(localInferenceLayout(1, 4), { INFER_WORKERS: '1', ORT_INTRA_OP_THREADS: '1' }, 'at least one');
+});
+
+test('the instance store fenced when its emulator dies: a save retrying against the dead emulator never lands in the one that comes back; later saves do', async () => {
+  const location = await mkdtemp(join(tmpdir(), 'lakeinfer-fence-'));
+  const first = await startAzurite({ location });
+  const container = (a: AzuriteInstance): ContainerClient => BlobServiceClient.fromConnectionString(a.connectionString).getContainerClient('fence-instances');
+  const rec = (instanceId: string): InstanceRecord => ({ instanceId, name: 'x', input: null, runtimeStatus: 'Running', createdTime: '', lastUpdatedTime: '', history: [], pending: [], execution: 1 });
+  const store = new InstanceStore(container(first));
+  await store.init();
+  await store.save(rec('before'));
+  await first.stop();
+  // The storage SDK retries a refused connection after about 4 s: by then the next emulator is up.
+  const retrying = store.save(rec('during')).then(() => 'saved', (err: unknown) => err);
+  await new Promise((r) => setTimeout(r, 200));
+  store.fence();
+  const second = await startAzurite({ location, blobPort: first.blobPort, queuePort: first.queuePort, tablePort: first.tablePort });
+  try {
+    assert.ok((await retrying) instanceof Error, 'the save from before the fence fails');
+    await store.save(rec('after'));
+    const names = (await listAllBlobs(container(second))).map((b) => b.name).sort();
+    assert.deepEqual(names, ['after.json', 'before.json'], 'only the saves from before the death and after the fence are there');
+  } finally {
+    await second.stop();
+  }
 });

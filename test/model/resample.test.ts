@@ -105,7 +105,7 @@ describe('against OpenCV and PyTorch (committed fixtures)', () => {
     }
   });
 
-  test('F.interpolate(bilinear, align_corners=False): same weights; values within float32 accumulation (< 3e-4 of 255)', () => {
+  test('F.interpolate(bilinear, align_corners=False) on tiny images: same weights; values within float32 accumulation (< 3e-4 of 255)', () => {
     let worst = 0;
     for (const c of fixture.resampleCases) {
       const got = resizeBilinear(u8(c.src), c.sw, c.sh, c.channels, c.dw, c.dh);
@@ -113,9 +113,24 @@ describe('against OpenCV and PyTorch (committed fixtures)', () => {
       assert.equal(got.length, want.length);
       for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
     }
-    // torch's float32 accumulation order is its own (its kernels may fuse multiply-adds): the measured
-    // worst case is about 1.8e-4 grey levels, i.e. ~1e-6 relative; any change of formula would show as > 1e-2.
+    // On these 1x1 to 30x30 images torch takes another code path whose sums are not the fused ones
+    // of photo sizes (some are exact double sums): ~1e-6 relative at worst; any change of formula
+    // would show as > 1e-2. Photo and mask sizes are bit for bit (next test).
     assert.ok(worst < 3e-4, `max |ours - torch| = ${worst} grey levels`);
+  });
+
+  test("F.interpolate at photo and mask sizes: bit for bit with torch's fused multiply-adds (YOLACT's 550x550 input, prototype upsampling)", () => {
+    const ref = JSON.parse(readFileSync(join(FIXTURES, 'torch_bilinear.json'), 'utf8')) as { torch: string; cases: { kind: 'u8' | 'float'; sw: number; sh: number; channels: number; dw: number; dh: number; sha256: string; first: number[] }[] };
+    for (const c of ref.cases) {
+      // The inputs are the formulas of generate_torch_bilinear.py.
+      const n = c.sw * c.sh * c.channels;
+      const src = c.kind === 'u8' ? new Uint8Array(n) : new Float32Array(n);
+      for (let y = 0, i = 0; y < c.sh; y++) for (let x = 0; x < c.sw; x++) for (let ch = 0; ch < c.channels; ch++, i++) src[i] = c.kind === 'u8' ? (x * 7 + y * 13 + ch * 31 + ((x * y) % 17)) % 256 : ((x * 31 + y * 17 + ch * 7) % 1000) / 125 - 4;
+      const got = resizeBilinear(src, c.sw, c.sh, c.channels, c.dw, c.dh);
+      const what = `${c.kind} ${c.sw}x${c.sh}x${c.channels} -> ${c.dw}x${c.dh} (torch ${ref.torch})`;
+      assert.deepEqual([...got.subarray(0, c.first.length)], c.first, what);
+      assert.equal(createHash('sha256').update(new Uint8Array(got.buffer, got.byteOffset, got.byteLength)).digest('hex'), c.sha256, what);
+    }
   });
 
   for (const p of fixture.pipelines) {

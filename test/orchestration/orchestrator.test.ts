@@ -79,7 +79,7 @@ test('after the plan: a sliding window of `parallel` partitions; a poll timer wa
   assert.deepEqual(s.actions[0]![1]!.compoundActions!.map((a) => a.actionType), [1, 1, 1], 'three partitions, all new: no timer needed');
   const flat = calls(s);
   assert.deepEqual(flat.map((a) => a.functionName), ['planJob', 'inferPartition', 'inferPartition', 'inferPartition']);
-  assert.deepEqual(flat.slice(1).map((a) => a.input), [0, 1, 2].map((n) => ({ job: { jobId: 'j1', jobPrefix: 'j1/', input: job.input, output: job.output, model: plan.value.model, params: {}, skipExisting: true }, n, run: T0, maxAttempts: 3 })));
+  assert.deepEqual(flat.slice(1).map((a) => a.input), [0, 1, 2].map((n) => ({ job: { jobId: 'j1', jobPrefix: 'j1/', input: job.input, output: job.output, model: plan.value.model, params: {}, skipExisting: true, samples: 24 }, n, run: T0, maxAttempts: 3 })));
   for (const a of flat.slice(1)) assert.ok(JSON.stringify(a.input).length < 1024, 'partition inputs stay small: no blob lists');
   assert.deepEqual(s.customStatus!.partitions, { total: 5, done: 0, failed: 0 });
   assert.deepEqual(await replay(h), s, 'same history, same actions');

@@ -97,6 +97,22 @@ describe('inferPartition on Azurite with the real text detector', () => {
     assert.deepEqual(names.sort(), [...good].sort());
   });
 
+  test('overlays "samples" (the default): only the report\'s samples get overlays, at evenly spaced places; labels and scores are tallied for the report', async () => {
+    const p = jobPrefix('runs/', 'job-s');
+    await writePlan(input, output, { jobId: 'job-s', jobPrefix: p, partitionSize: 8, extensions: ['.jpg', '.png'], model: pinned });
+    const s = await whole(task(0, { jobId: 'job-s', jobPrefix: p, overlays: 'samples', samples: 4 }));
+    // Places 0, 2, 4, 6 of the partition (in name order): a.jpg, corrupt.jpg, huge.png, sub dir/c.jpg; two of them failed.
+    assert.deepEqual(s.samples.map((x) => x.name), ['docs/a.jpg', 'docs/sub dir/c.jpg']);
+    assert.ok(s.samples.every((x) => x.overlay && x.detections > 0));
+    const overlays = (await listAllBlobs(output, { prefix: `${p}overlays/` })).map((b) => b.name.slice(p.length)).sort();
+    assert.deepEqual(overlays, ['overlays/docs/a.jpg.png', 'overlays/docs/sub dir/c.jpg.png'], 'overlays for the samples only');
+    assert.deepEqual(Object.keys(s.labels!), ['text']);
+    assert.equal(s.labels!['text']![0], s.detections);
+    assert.equal(s.scoreBins!.reduce((a, b) => a + b, 0), s.detections);
+    const none = await whole(task(0, { jobId: 'job-s', jobPrefix: p, overlays: false, samples: 4, run: 'again' }));
+    assert.ok(none.samples.length > 0 && none.samples.every((x) => x.overlay === undefined), 'overlays false: samples without overlays');
+  });
+
   test('a rerun (activity retry) overwrites the same outputs: nothing duplicated or lost', async () => {
     const before = (await listAllBlobs(output, { prefix })).map((b) => b.name).sort();
     const results0 = (await readBlob(output, await partResultsName(prefix, 0)))!.data.toString();

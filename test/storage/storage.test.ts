@@ -16,10 +16,12 @@ import {
   writeBlob,
   writeJson,
   writePlan,
+  planIndexName,
   MAX_BLOB_NAME,
   type PlanIndex,
 } from '../../lib/storage';
 import { LakeInferError } from '../../lib/util/errors';
+import { planProgressName, planStep, type PlanStepOptions } from '../../lib/storage/planStream';
 import { splitIntoPartitions } from '../../lib/util/partitions';
 import { uniqueContainer, useAzurite } from '../helpers/azurite';
 
@@ -92,6 +94,72 @@ describe('listing and partitioning 10,000 blobs', () => {
     await writeBlob(inC, '2026/zz-new.png', Buffer.from('late'));
     const again = await writePlan(inC, outC, { jobId: 'job-10k', jobPrefix: prefix, partitionSize: 64, prefix: '2026/', extensions: ['.png', '.jpg'], model: MODEL });
     assert.deepEqual(again, index);
+  });
+
+  test("writePlan with partitionSize 'auto': a small listing spreads over the window, the index records the size chosen", async () => {
+    const inC = az.service.getContainerClient(input);
+    const outC = az.service.getContainerClient(out);
+    const small = await writePlan(inC, outC, { jobId: 'auto-s', jobPrefix: 'auto-s/', partitionSize: 'auto', window: 32, prefix: '2026/', extensions: ['.jpg'], maxItems: 48, pageSize: 10, model: MODEL });
+    assert.deepEqual([small.total, small.partitions, small.partitionSize], [48, 12, 4]);
+    const large = await writePlan(inC, outC, { jobId: 'auto-l', jobPrefix: 'auto-l/', partitionSize: 'auto', window: 4, prefix: '2026/', extensions: ['.jpg', '.png'], pageSize: 1000, model: MODEL });
+    assert.deepEqual([large.total, large.partitionSize, large.partitions], [10_001, 64, Math.ceil(10_001 / 64)], 'past window x 64 items every partition holds 64');
+    const plans = await mapLimit(Array.from({ length: large.partitions }, (_, n) => n), 16, (n) => readPlan(outC, 'auto-l/', n));
+    assert.deepEqual(plans.flatMap((p) => p.blobs.map((b) => b.name)), (await listAllBlobs(inC, { prefix: '2026/' })).map((b) => b.name).filter((n) => /\.(jpg|png)$/i.test(n)).sort(), 'each blob once, in order');
+  });
+
+  /** Steps until the plan is complete; each step's partitions so far. */
+  async function steps(outC: ReturnType<typeof az.service.getContainerClient>, opts: PlanStepOptions, duplicate = false): Promise<number[]> {
+    const inC = az.service.getContainerClient(input);
+    const seen: number[] = [];
+    for (let k = 0; k < 10_000; k++) {
+      // At-least-once: a step delivered twice at once writes the same plan files; one moves the progress.
+      const [step, twin] = await Promise.all([planStep(inC, outC, opts), duplicate && k % 2 === 1 ? planStep(inC, outC, opts) : undefined]);
+      if (twin) assert.ok(twin.index.partitions === step.index.partitions || twin.index.partitions >= seen.at(-1)!, 'a twin never goes back');
+      seen.push(step.index.partitions);
+      if (!step.more) return seen;
+    }
+    throw new Error('the plan never completed');
+  }
+
+  test('a plan made in steps: the first step fills the window, each later one lists a chunk, and the parts read back to the whole listing', async () => {
+    const inC = az.service.getContainerClient(input);
+    const outC = az.service.getContainerClient(out);
+    const all = (await listAllBlobs(inC, { prefix: '2026/', extensions: ['.jpg', '.png'] })).map((b) => b.name);
+    const opts: PlanStepOptions = { jobId: 'stream', jobPrefix: 'stream/', partitionSize: 64, window: 4, model: MODEL, prefix: '2026/', extensions: ['.jpg', '.png'], chunkItems: 1000 };
+    const first = await planStep(inC, outC, opts);
+    assert.deepEqual([first.more, first.index.partitions, first.index.total], [true, 4, 256], 'the first step plans the window (4 x 64) and stops');
+    const progress = (await readJson<{ carry: unknown[]; listed: number }>(outC, planProgressName('stream/')))!;
+    assert.equal(progress.listed, 256);
+    const seen = [4, ...(await steps(outC, opts))];
+    const raw = (await listAllBlobs(inC, { prefix: '2026/' })).length;
+    assert.equal(seen.length, 1 + Math.ceil((raw - 256) / 1000), 'each later step lists one page of 1,000 (matching or not)');
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, 'every step adds partitions');
+    const index = (await readJson<PlanIndex>(outC, planIndexName('stream/')))!;
+    assert.deepEqual([index.total, index.partitions, index.partitionSize], [all.length, Math.ceil(all.length / 64), 64]);
+    assert.equal(await readJson(outC, planProgressName('stream/')), undefined, 'the progress is dropped once the index commits the plan');
+    const plans = await mapLimit(Array.from({ length: index.partitions }, (_, n) => n), 16, (n) => readPlan(outC, 'stream/', n));
+    assert.deepEqual(plans.map((p) => p.first), plans.map((_, n) => n * 64));
+    assert.deepEqual(plans.flatMap((p) => p.blobs.map((b) => b.name)), all, 'each blob once, in order');
+    // A step after the end answers with the committed plan.
+    assert.deepEqual(await planStep(inC, outC, opts), { index, more: false });
+  });
+
+  test("a plan made in steps with 'auto' size and duplicate deliveries: the same plan as whole planning", async () => {
+    const inC = az.service.getContainerClient(input);
+    const outC = az.service.getContainerClient(out);
+    const base = { model: MODEL, prefix: '2026/', extensions: ['.jpg', '.png'] };
+    const whole = await writePlan(inC, outC, { ...base, jobId: 'whole', jobPrefix: 'whole/', partitionSize: 'auto', window: 4, pageSize: 1000 });
+    const seen = await steps(outC, { ...base, jobId: 'whole', jobPrefix: 'stepped/', partitionSize: 'auto', window: 4, chunkItems: 700 }, true);
+    assert.equal(seen[0], 4, "the first step lists until the size is decided (window x 64) and plans 4 partitions of 64");
+    const index = (await readJson<PlanIndex>(outC, planIndexName('stepped/')))!;
+    assert.deepEqual(index, whole);
+    for (let n = 0; n < whole.partitions; n += 7) {
+      const [a, b] = await Promise.all([readPlan(outC, 'whole/', n), readPlan(outC, 'stepped/', n)]);
+      assert.deepEqual({ ...b, etag: '' }, { ...a, etag: '' }, `partition ${n}`);
+    }
+    // A small listing ends in the first step: the size spreads it over the window, as whole planning does.
+    const small = await planStep(inC, outC, { ...base, jobId: 's', jobPrefix: 'stepped-s/', partitionSize: 'auto', window: 32, extensions: ['.jpg'], maxItems: 48, chunkItems: 10 });
+    assert.deepEqual([small.more, small.index.total, small.index.partitions, small.index.partitionSize], [false, 48, 12, 4]);
   });
 });
 

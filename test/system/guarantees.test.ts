@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ContainerClient } from '@azure/storage-blob';
@@ -262,17 +262,19 @@ describe('cancel and finalize never disagree', () => {
   async function racing(jobId: string, when: 'before' | 'after') {
     const client = { engine: undefined as DurableEngine | undefined };
     let cancel: Promise<{ status: number; body: unknown }> | undefined;
+    let finalized: Promise<unknown> | undefined;
     const e = new DurableEngine(registeredFunctions(), {
       maxConcurrentActivities: 2,
       runActivity: async (name, _input, _attempt, run) => {
         if (name !== 'finalizeJob') return run();
-        const jobClient = { start: () => Promise.resolve(), status: (id: string) => client.engine!.status(id), terminate: (id: string, why: string) => client.engine!.terminate(id, why), purge: (id: string) => client.engine!.purge(id), list: () => client.engine!.list({}) };
+        const jobClient = { start: () => Promise.resolve(), status: (id: string) => client.engine!.status(id), terminate: (id: string, why: string) => client.engine!.terminate(id, why), raiseEvent: (id: string, name: string, data: unknown) => client.engine!.raiseEvent(id, name, data), purge: (id: string) => client.engine!.purge(id), list: () => client.engine!.list({}) };
         const opts = { storage: () => Promise.resolve(az.service) };
         if (when === 'before') {
           // DELETE arrives while finalize is running, before it decides the outcome.
           cancel = cancelJob(jobClient, jobId, 'http://x', opts);
           await cancel;
-          return run();
+          finalized = run();
+          return finalized;
         }
         const r = await run();
         // DELETE arrives after finalize decided the outcome (and wrote the manifest).
@@ -284,7 +286,8 @@ describe('cancel and finalize never disagree', () => {
     client.engine = e;
     await e.start('inferenceJob', jobId, { job: parseJobRequest(request(jobId)), options: FAST });
     const s = await e.waitFor(jobId, 60_000);
-    await new Promise((r) => setTimeout(r, 200)); // finalize, its result dropped, finishes writing
+    // Finalize, its result dropped by the terminated instance, finishes writing (a fixed sleep raced on a slow CI machine).
+    await finalized?.catch(() => undefined);
     e.close();
     return { s, cancelled: (await cancel!).status, manifest: (await readJson<Manifest>(out, `g/${jobId}/_manifest.json`))!, report: (await readBlob(out, `g/${jobId}/report.html`))!.data.toString() };
   }
@@ -329,6 +332,24 @@ describe('composition never trusts a fragment blindly', () => {
     const m = (await readJson<Manifest>(out, 'g/forge-1/_manifest.json'))!;
     // The rerun finds its images' per-image results (skipExisting) and counts them skipped.
     assert.deepEqual([m.status, m.counts.images, m.counts.succeeded + m.counts.skipped, m.counts.failed, m.counts.partitionsFailed], ['succeeded', 6, 6, 0, 0]);
+  });
+
+  test('a fragment gone between its summary and finalize (deleted, or lost with a storage rollback): its partition runs again, the job has each image once', async () => {
+    const calls: string[] = [];
+    let gone = '';
+    const s = await runJob('gone-1', {}, async (name, input, _attempt, run) => {
+      const n = (input as { n?: number }).n;
+      calls.push(n === undefined ? name : `${name}:${n}`);
+      if (name === 'finalizeJob' && !gone) {
+        const sm = (await readJson<PartitionSummary>(out, partSummaryName('g/gone-1/', 2)))!;
+        gone = sm.pieces[0]!.results.name!;
+        await out.getBlobClient(gone).delete();
+      }
+      return run();
+    });
+    assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+    assert.equal(calls.filter((c) => c === 'inferPartition:2').length, 2, `partition 2 ran again: ${calls.join(' ')}`);
+    assert.deepEqual((await results('g/gone-1/')).map((r) => r.source.name).sort(), ['a/0.png', 'a/1.png', 'a/2.png', 'a/3.png', 'a/4.png', 'a/5.png']);
   });
 
   test('a duplicate attempt racing the first (at-least-once delivery) writes beside it: the job has each image once', async () => {
@@ -407,6 +428,42 @@ describe('the local host answers bad requests with 4xx, never a 500 or a hang', 
     const files = await readdir(join(dir, 'results'));
     assert.equal(files.length, 2, 'both kept');
     assert.ok(files.every((f) => Buffer.byteLength(f) <= 255 && f.endsWith('.json')), files.join(', '));
+  });
+
+  test('results --out never writes outside --out: no symbolic link inside it is followed; a name that is both a file and a folder is reported; the rest is downloaded', async () => {
+    const c = az.service.getContainerClient(uniqueContainer('links'));
+    await c.create();
+    for (const name of ['job/_manifest.json', 'job/results/a.json', 'job/overlays/x.png', 'job/report.html', 'job/clash', 'job/clash/inner.json']) await writeBlob(c, name, `{"name":"${name}"}`);
+    const dir = await mkdtemp(join(tmpdir(), 'lakeinfer-links-'));
+    const outside = await mkdtemp(join(tmpdir(), 'lakeinfer-outside-'));
+    // A link where a folder goes and a link where a file goes, both pointing outside.
+    await symlink(outside, join(dir, 'overlays'));
+    await writeFile(join(outside, 'report.html'), 'mine');
+    await symlink(join(outside, 'report.html'), join(dir, 'report.html'));
+    const got = await downloadOutputs(c, 'job/', dir);
+    assert.deepEqual(await readdir(outside), ['report.html'], 'nothing written outside --out');
+    assert.equal(await readFile(join(outside, 'report.html'), 'utf8'), 'mine', 'the file a link points at is untouched');
+    const reasons = Object.fromEntries(got.failed.map((f) => [f.blob, f.reason]));
+    assert.match(reasons['job/overlays/x.png']!, /'overlays' is a symbolic link/);
+    assert.match(reasons['job/report.html']!, /'report\.html' is a symbolic link/);
+    assert.match(reasons['job/clash/inner.json']!, /'clash' is a file, and this name needs it to be a folder/);
+    assert.equal(got.failed.length, 3, JSON.stringify(got.failed));
+    assert.equal(got.files, 3, 'the others are downloaded');
+    assert.equal(await readFile(join(dir, 'results', 'a.json'), 'utf8'), '{"name":"job/results/a.json"}');
+  });
+
+  test('a failure reason is never empty and never carries a stack or a server path: a container holding a name storage cannot list', async () => {
+    const odd = az.service.getContainerClient(uniqueContainer('odd'));
+    await odd.create();
+    const png = await new Canvas(8, 8, [1, 2, 3]).png();
+    await writeBlob(odd, 'p/ok.png', png);
+    // Written past our own name checks, as any other tool could: Azurite then answers 500 to every listing.
+    await odd.getBlockBlobClient('p/\uFFFEz.png').uploadData(png);
+    const s = await runJob('odd-names', { input: { container: odd.containerName, prefix: 'p/' } });
+    assert.equal(s.runtimeStatus, 'Failed');
+    const reason = String(s.output);
+    assert.match(reason, /^listing blobs failed for '[^']+': storage answered HTTP 500 with no message; a blob name it cannot list \(a control character or noncharacter\) does this$/);
+    assert.ok(!/\n|\bat \w|\/dist\/|node_modules/.test(reason), `no stack, no server paths: ${reason}`);
   });
 
   test('connection strings are printed with the key masked', () => {

@@ -8,6 +8,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ContainerClient } from '@azure/storage-blob';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { resetSettingsCache } from '../../lib/util/config';
 import { DurableEngine } from '../../lib/local/durable/engine';
 import type { RegisteredFunction } from '../../lib/local/functions/functionsHost';
@@ -90,6 +92,49 @@ describe('inputs', () => {
     assert.match(String(s.output), /ManifestInvalid: manifest 'lists\/bad\.jsonl': 1 of 2 entries name blobs outside container 'lake'/);
   });
 
+  for (const rule of ['daily-csv', 'daily-parquet']) {
+    test(`an inventory run (${rule.slice(6)}, as Azure writes it): the blobs of the input container it lists, current ones only, filtered, each once`, async () => {
+      // The run's files as Azure Blob Inventory wrote them (test/fixtures/inventory/make_inventory.py),
+      // in its destination container; the manifest names this account's endpoint, as Azure's does.
+      const inv = az.service.getContainerClient('inventory');
+      await inv.createIfNotExists();
+      const dir = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'inventory');
+      const folder = `2026/01/21/02-00-00/${rule}`;
+      for (const f of readdirSync(join(dir, folder))) {
+        let body = readFileSync(join(dir, folder, f));
+        if (f.endsWith('-manifest.json')) body = Buffer.from(JSON.stringify({ ...JSON.parse(body.toString()), endpoint: az.service.url.replace(/\/$/, '') }));
+        await writeBlob(inv, `${folder}/${f}`, body);
+      }
+      const inventory = { container: 'inventory', manifestBlob: `${folder}/${rule}-manifest.json` };
+      const s = await run(`inv-${rule}`, { input: { container: 'lake', extensions: ['.png'], inventory } });
+      assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+      assert.deepEqual(await resultNames(`inv-${rule}`), ['old/0.png', 'old/2.png', 'old/new-1.png', 'old/new-3.png']);
+      const read = await readJson<Record<string, unknown>>(out, `inv-${rule}/_plan/inventory-read.json`);
+      assert.deepEqual(read, { inventory, rows: 12, planned: 4, otherContainers: 2, notCurrent: 3, filtered: 2, duplicates: 1, invalid: 0 });
+      // The same filters as a listing: a prefix, and last-modified times.
+      const since = await run(`inv-since-${rule}`, { input: { container: 'lake', prefix: 'old/', extensions: ['.png'], inventory, modifiedSince: '2026-01-15T00:00:00Z' } });
+      assert.equal(since.runtimeStatus, 'Completed', JSON.stringify(since.output));
+      assert.deepEqual(await resultNames(`inv-since-${rule}`), ['old/new-1.png', 'old/new-3.png']);
+    });
+  }
+
+  test('an inventory run that did not succeed, of another account, or of containers is refused at plan with the reason', async () => {
+    const inv = az.service.getContainerClient('inventory');
+    await inv.createIfNotExists();
+    const base = { destinationContainer: 'inventory', endpoint: az.service.url.replace(/\/$/, ''), files: [], ruleDefinition: { format: 'csv', objectType: 'blob' }, status: 'Succeeded' };
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['failed', { ...base, status: 'PartiallySucceeded' }, /the run's status is 'PartiallySucceeded', not 'Succeeded'/],
+      ['account', { ...base, endpoint: 'https://someoneelse.blob.core.windows.net' }, /inventories the account at https:\/\/someoneelse\.blob\.core\.windows\.net/],
+      ['containers', { ...base, ruleDefinition: { format: 'csv', objectType: 'container' } }, /the rule inventories containers, not blobs/],
+    ];
+    for (const [name, m, re] of cases) {
+      await writeBlob(inv, `bad/${name}/${name}-manifest.json`, JSON.stringify(m));
+      const s = await run(`inv-bad-${name}`, { input: { container: 'lake', inventory: { container: 'inventory', manifestBlob: `bad/${name}/${name}-manifest.json` } } });
+      assert.equal(s.runtimeStatus, 'Failed');
+      assert.match(String(s.output), re);
+    }
+  });
+
   test('modifiedSince / modifiedBefore select by last-modified time', async () => {
     const s = await run('since', { input: { container: 'lake', prefix: 'old/', extensions: ['.png'], modifiedSince: between } });
     assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
@@ -149,5 +194,8 @@ describe('requests', () => {
     assert.match(field({ ...base, input: { container: 'lake', manifest: { blob: 'l.csv' }, modifiedSince: '2026-01-01T00:00:00Z' } }), /^input\.modifiedSince: .*filters a listing/);
     assert.match(field({ ...base, mode: 'continuous', input: { container: 'lake', manifest: { blob: 'l.csv' } } }), /^input\.manifest: .*cannot feed a continuous job/);
     assert.match(field({ ...base, toleratedFailureCount: -2 }), /^toleratedFailureCount: /);
+    assert.match(field({ ...base, input: { container: 'lake', inventory: { container: 'inv', manifestBlob: '2026/01/21/r/r.csv' } } }), /^input\.inventory\.manifestBlob: .*<ruleName>-manifest\.json/);
+    assert.match(field({ ...base, input: { container: 'lake', inventory: { container: 'inv', manifestBlob: 'r/r-manifest.json' }, manifest: { blob: 'l.csv' } } }), /^input\.inventory: .*give one/);
+    assert.match(field({ ...base, mode: 'continuous', input: { container: 'lake', inventory: { container: 'inv', manifestBlob: 'r/r-manifest.json' } } }), /^input\.inventory: .*cannot feed a continuous job/);
   });
 });

@@ -107,7 +107,9 @@ describe('a whole job', () => {
     assert.deepEqual(s.output, { jobId: 'job-ok', status: 'succeeded', counts: manifest.counts, files: manifest.files });
     // Exactly the expected files: plan, parts, results, failures, manifest, per-image results.
     const names = (await listAllBlobs(out, { prefix: p })).map((b) => b.name.slice(p.length));
-    const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/')).sort();
+    const top = names.filter((n) => !n.startsWith('_plan/') && !n.startsWith('_parts/') && !n.startsWith('results/') && !n.startsWith('overlays/')).sort();
+    // Overlays for the report's samples (the default): a small job's every good image.
+    assert.deepEqual(names.filter((n) => n.startsWith('overlays/')).sort(), results.map((r) => `overlays/${r.source.name}.png`).sort());
     assert.deepEqual(top, ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'coco_results.json', 'report.html', 'results.jsonl', ...Array.from({ length: 8 }, (_, n) => `results.parquet/part-0000${n}-000000.parquet`), 'results.parquet/_delta_log/00000000000000000000.json'].sort());
     // The Parquet dataset: one part per partition, a row per image here (the classifier's top class and its runners-up), failures included.
     assert.deepEqual(manifest.datasets?.results.parts, Array.from({ length: 8 }, (_, n) => `part-0000${n}-000000.parquet`));
@@ -124,7 +126,7 @@ describe('a whole job', () => {
     assert.equal(s1.runtimeStatus, 'Completed');
     const m1 = (await readJson<Manifest>(out, 'runs/job-jsonl-only/_manifest.json'))!;
     assert.equal(m1.datasets, undefined);
-    const top1 = (await listAllBlobs(out, { prefix: 'runs/job-jsonl-only/' })).map((b) => b.name.slice('runs/job-jsonl-only/'.length)).filter((n) => !/^(_plan|_parts|results)\//.test(n));
+    const top1 = (await listAllBlobs(out, { prefix: 'runs/job-jsonl-only/' })).map((b) => b.name.slice('runs/job-jsonl-only/'.length)).filter((n) => !/^(_plan|_parts|results|overlays)\//.test(n));
     assert.deepEqual(top1.sort(), ['_failures.jsonl', '_job.json', '_manifest.json', '_outcome.json', 'report.html', 'results.jsonl']);
     // A stale part (as an earlier run split differently would leave) is not part of the dataset.
     await writeBlob(out, 'runs/job-parquet-only/results.parquet/part-00099-000007.parquet', Buffer.from('stale'));

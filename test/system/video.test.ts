@@ -17,13 +17,14 @@ import { DurableEngine } from '../../lib/local/durable/engine';
 import { ModelCache, analyzePixels } from '../../lib/model';
 import { DEFAULT_LIMITS } from '../../lib/model/preprocess';
 import { cocoLines, type ImageResult } from '../../lib/partition/pipeline';
-import type { FailureRecord } from '../../lib/partition/parts';
+import { partSummaryName, type FailureRecord, type PartitionSummary } from '../../lib/partition/parts';
 import type { Manifest } from '../../lib/fanin/finalize';
 import { listAllBlobs, readBlob, readJson, writeBlob, writeJson } from '../../lib/storage';
 import { serveBlob } from '../../lib/video/source';
 import { probeVideo } from '../../lib/video/probe';
 import { decodeFrames } from '../../lib/video/decode';
 import { frameTimes } from '../../lib/video/frames';
+import sharp from 'sharp';
 import { useAzurite } from '../helpers/azurite';
 import { registeredFunctions } from '../helpers/host';
 import { Canvas } from '../helpers/images';
@@ -119,4 +120,91 @@ test('images and videos in one job: each frame once, equal to the sequential rea
   assert.match(report, /<h3>cams\/broken\.mp4<\/h3><p class="muted">0 frames inferred, 1 failed/);
   // Per-frame result files.
   assert.ok(await readBlob(out, 'mixed/results/cams/vp9.webm.frame-0000029.json'));
+});
+
+/** A video held in memory, served as the loopback URL ffmpeg reads. */
+async function served(data: Buffer): Promise<{ url: string; close: () => Promise<void> }> {
+  return serveBlob(data.length, async (o, c) => Readable.from([data.subarray(o, c === undefined ? undefined : o + c)]));
+}
+
+test('annotated videos (overlays on, as eval.py --video writes one): a frame per frame inferred, in order, the source\'s duration, each the frame\'s overlay; segments from partitions that cut across keyframes, joined without a second encode', async () => {
+  const e = new DurableEngine(registeredFunctions(), { maxConcurrentActivities: 2 });
+  const job = parseJobRequest({ jobId: 'annotated', input: { container: 'media', prefix: 'cams/', extensions: ['.mp4', '.webm'] }, output: { container: 'vresults', overlays: true }, model: { name: 'colours' }, partitionSize: 7, params: { topK: 1 }, toleratedFailurePercent: 100 });
+  await e.start('inferenceJob', 'annotated', { job, options: { parallel: 3, perGeneration: 100, retry: { firstRetryMs: 10, maxAttempts: 2, backoffCoefficient: 1, maxRetryMs: 20 } } });
+  const s = await e.waitFor('annotated', 180_000);
+  e.close();
+  assert.equal(s.runtimeStatus, 'Completed', JSON.stringify(s.output));
+  const m = (await readJson<Manifest>(out, 'annotated/_manifest.json'))!;
+  assert.deepEqual(m.annotatedVideos, { 'cams/h264-gop12.mp4': 'overlays/cams/h264-gop12.mp4.mp4', 'cams/vp9.webm': 'overlays/cams/vp9.webm.mp4' });
+  assert.ok(m.files.includes('annotated/overlays/cams/h264-gop12.mp4.mp4'));
+  for (const [video, frames] of [['cams/h264-gop12.mp4', 60], ['cams/vp9.webm', 30]] as const) {
+    const source = await served((await readBlob(az.service.getContainerClient('media'), video))!.data);
+    const annotated = await served((await readBlob(out, `annotated/${m.annotatedVideos![video]}`))!.data);
+    try {
+      const src = await probeVideo(source.url, { timeoutMs: 30_000 });
+      const a = await probeVideo(annotated.url, { timeoutMs: 30_000 });
+      assert.equal(a.codec, 'h264');
+      const segs: unknown[] = [];
+      for (let n = 0; n < m.counts.partitions; n++) segs.push(...((await readJson<PartitionSummary>(out, partSummaryName('annotated/', n)))?.annotated ?? []).filter((x) => x.video === video).map((x) => [x.first, x.frames, x.seconds, x.time]));
+      assert.equal(a.pts.length, frames, `${video}: one annotated frame per frame inferred; segments ${JSON.stringify(segs)}; pts ${a.pts.join(',')}`);
+      const duration = (t: typeof a): number => ((t.pts[t.pts.length - 1]! - t.pts[0]!) * t.tb.num) / t.tb.den;
+      assert.ok(Math.abs(duration(a) - duration(src)) < 0.15, `${video}: ${duration(a)} s annotated vs ${duration(src)} s source; segments ${JSON.stringify(segs)}; pts ${a.pts.join(',')}`);
+      // Each annotated frame is that frame's overlay (lossy H.264: compared by PSNR).
+      let k = 0;
+      let worst = Infinity;
+      await decodeFrames(annotated.url, { seekS: 0, pts: a.pts, width: a.width, height: a.height }, async (f) => {
+        const png = (await readBlob(out, `annotated/overlays/${video}.frame-${String(k).padStart(7, '0')}.png`))!.data;
+        const want = await sharp(png).removeAlpha().raw().toBuffer();
+        let se = 0;
+        for (let i = 0; i < want.length; i++) se += (want[i]! - f.data[i]!) ** 2;
+        worst = Math.min(worst, 10 * Math.log10((255 * 255) / Math.max(1e-9, se / want.length)));
+        k++;
+      }, { timeoutMs: 60_000 });
+      assert.equal(k, frames);
+      assert.ok(worst > 28, `${video}: every annotated frame is its overlay (worst PSNR ${worst.toFixed(1)} dB)`);
+    } finally {
+      await source.close();
+      await annotated.close();
+    }
+  }
+  // A video that could not be read has no annotated video; its segments are working files.
+  assert.equal((m.annotatedVideos as Record<string, string>)['cams/broken.mp4'], undefined);
+  const report = (await readBlob(out, 'annotated/report.html'))!.data.toString();
+  assert.match(report, /<video controls preload="metadata" width="480" src="overlays\/cams\/h264-gop12\.mp4\.mp4">/);
+});
+
+test('a half-done video resumes: partitions done in the first run are not run again, the rest are, each frame once', async () => {
+  const job = parseJobRequest({ jobId: 'half', input: { container: 'media', prefix: 'cams/h264', extensions: ['.mp4'] }, output: { container: 'vresults' }, model: { name: 'colours' }, partitionSize: 7, params: { topK: 1 }, toleratedFailurePercent: 0 });
+  const options = { parallel: 2, perGeneration: 100, retry: { firstRetryMs: 10, maxAttempts: 2, backoffCoefficient: 1, maxRetryMs: 20 } };
+  const ran: number[][] = [[], []];
+  const run = (round: number) =>
+    new DurableEngine(registeredFunctions(), {
+      maxConcurrentActivities: 2,
+      runActivity: async (name, input, _attempt, go) => {
+        const n = (input as { n?: number }).n;
+        if (name === 'inferPartition') ran[round]!.push(n!);
+        // The first run: partitions 5 and later are lost for good (an instance that kept dying).
+        if (round === 0 && name === 'inferPartition' && n! >= 5) throw new Error(`partition ${n} lost`);
+        return go();
+      },
+    });
+  const first = run(0);
+  await first.start('inferenceJob', 'half', { job, options });
+  const s1 = await first.waitFor('half', 120_000);
+  first.close();
+  assert.equal(s1.runtimeStatus, 'Failed', 'the first run ends with the failed partitions');
+  const second = run(1);
+  await second.start('inferenceJob', 'half', { job, options });
+  const s2 = await second.waitFor('half', 120_000);
+  second.close();
+  assert.equal(s2.runtimeStatus, 'Completed', JSON.stringify(s2.output));
+  const partitions = Math.ceil(60 / 7);
+  const firstDone = [...new Set(ran[0]!.filter((n) => n < 5))].sort((a, b) => a - b);
+  assert.deepEqual(firstDone, [0, 1, 2, 3, 4]);
+  const lines = (await readBlob(out, 'half/results.jsonl'))!.data.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ImageResult);
+  assert.deepEqual(lines.map((r) => r.frame!.index), Array.from({ length: 60 }, (_, i) => i), 'each frame once, in order');
+  const m = (await readJson<Manifest>(out, 'half/_manifest.json'))!;
+  assert.equal(m.counts.partitions, partitions);
+  assert.equal(m.counts.skipped, 35, 'the frames of the five partitions done before are skipped, not inferred again');
+  assert.equal(m.counts.succeeded, 25);
 });

@@ -24,7 +24,7 @@ test('defaults apply when only the data connection is set', () => {
   assert.equal(s.modelsContainer, 'models');
   assert.equal(s.inferWorkers, 0, 'one worker per core');
   assert.equal(s.ortIntraOpThreads, 0);
-  assert.equal(s.inferBatchSize, 4);
+  assert.equal(s.inferBatchSize, 1);
   assert.equal(s.ioConcurrency, 8);
   assert.equal(s.maxImageBytes, 64 * 1024 * 1024);
   assert.equal(s.maxImagePixels, 100_000_000);

@@ -102,11 +102,18 @@ function flush(): Promise<void> {
   return Promise.all([...databases].map((db) => new Promise<void>((resolve, reject) => db.saveDatabase((err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()))))).then(() => undefined);
 }
 
+// The answer to a flush goes back only while the host is there: a save that ends after the host
+// died (kill -9 during a job start) must not answer it. process.send on a closed channel emits
+// 'error' on the process, which crashed this emulator before its shutdown save: every write it
+// acknowledged after that save began was lost (found by the kill loop in CI).
+const answer = (m: { type: 'flushed'; id?: number; error?: string }): void => {
+  if (process.connected) process.send?.(m, undefined, {}, () => undefined);
+};
 process.on('message', (msg: { type?: string; id?: number }) => {
   if (msg?.type !== 'flush') return;
   flush().then(
-    () => process.send?.({ type: 'flushed', id: msg.id }),
-    (err: unknown) => process.send?.({ type: 'flushed', id: msg.id, error: (err as Error).message }),
+    () => answer({ type: 'flushed', id: msg.id }),
+    (err: unknown) => answer({ type: 'flushed', id: msg.id, error: (err as Error).message }),
   );
 });
 // Once the parent is gone its end of the stdout/stderr pipes is too: Azurite's shutdown messages
@@ -146,10 +153,13 @@ process.on('disconnect', () => {
   draining = true;
   setTimeout(() => process.exit(0), 60_000).unref();
   let done = false;
+  // Saved first (after any save in progress, which LokiJS queues behind), then Azurite's own
+  // shutdown, which saves again only what is still unsaved.
   const shutdown = (): void => {
     if (done) return;
     done = true;
-    process.kill(process.pid, 'SIGTERM');
+    const term = (): void => void process.kill(process.pid, 'SIGTERM');
+    flush().then(term, term);
   };
   if (inFlight === 0) return shutdown();
   drained = shutdown;

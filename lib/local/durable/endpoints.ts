@@ -1,6 +1,7 @@
 /**
  * The Durable Functions client endpoints the durable-functions SDK's client talks to
- * (/runtime/webhooks/durabletask/...): start an orchestration, read its status, terminate it.
+ * (/runtime/webhooks/durabletask/...): start an orchestration, read its status, raise an event to
+ * it, terminate it.
  * Inputs are checked as the job API checks them (a bad one is a 400 naming the field, never an
  * instance), and what is acknowledged is made durable first.
  */
@@ -15,8 +16,11 @@ export const DURABLE_PREFIX = '/runtime/webhooks/durabletask/';
 export interface DurableEndpointOptions {
   /** Checks an orchestrator's input; throws a RequestError (400) naming the field. */
   validate?: (orchestrator: string, input: unknown) => void;
-  /** Makes the state durable before a start or terminate is acknowledged. */
-  beforeAcknowledge?: () => Promise<void>;
+  /**
+   * Called as a request that can write begins; what it returns makes the state durable before the
+   * answer goes out (and refuses to acknowledge what storage may have lost meanwhile).
+   */
+  acknowledgement?: () => () => Promise<void>;
 }
 
 /** The durable extension's instance status payload (what DurableClient.getStatus parses). */
@@ -39,6 +43,7 @@ const INSTANCES_PAGE = 100;
 export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, opts: DurableEndpointOptions = {}) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     const path = url.pathname.slice(DURABLE_PREFIX.length);
+    const commit = req.method !== 'GET' && req.method !== 'HEAD' ? opts.acknowledgement?.() : undefined;
     let m = /^orchestrators\/([^/]+)(?:\/([^/]+))?$/.exec(path);
     if (m && req.method === 'POST') {
       const name = decodeSegment(m[1]!, 'orchestrator name');
@@ -55,7 +60,7 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
       const existing = await engine.status(id);
       if (existing && ACTIVE.includes(existing.runtimeStatus)) return send(res, 409, { message: `an instance with ID '${id}' already exists` });
       await engine.start(name, id, input);
-      await opts.beforeAcknowledge?.();
+      await commit?.();
       return send(res, 202, { id, statusQueryGetUri: `${baseUrl()}${DURABLE_PREFIX}instances/${id}` });
     }
     if (/^instances\/?$/.test(path) && req.method === 'GET') {
@@ -88,7 +93,25 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
       if (!s) return send(res, 404, { message: `no instance '${id}'` });
       if (!ACTIVE.includes(s.runtimeStatus)) return send(res, 410, { message: `instance '${id}' is ${s.runtimeStatus}` });
       await engine.terminate(id, url.searchParams.get('reason') ?? '');
-      await opts.beforeAcknowledge?.();
+      await commit?.();
+      return send(res, 202, undefined);
+    }
+    m = /^instances\/([^/]+)\/raiseEvent\/([^/]+)$/.exec(path);
+    if (m && req.method === 'POST') {
+      // As the extension answers: 202 raised, 404 no such instance, 410 it has ended.
+      const id = decodeSegment(m[1]!, 'instance id');
+      const name = decodeSegment(m[2]!, 'event name');
+      const text = (await readBody(req)).toString('utf8');
+      let data: unknown = null;
+      try {
+        data = text === '' ? null : JSON.parse(text);
+      } catch {
+        throw new RequestError(400, 'InvalidRequest', 'event data is not valid JSON', '(body)');
+      }
+      const s = await engine.status(id);
+      if (!s) return send(res, 404, { message: `no instance '${id}'` });
+      if (!(await engine.raiseEvent(id, name, data))) return send(res, 410, { message: `instance '${id}' is ${s.runtimeStatus}` });
+      await commit?.();
       return send(res, 202, undefined);
     }
     m = /^instances\/([^/]+)$/.exec(path);
@@ -99,7 +122,7 @@ export function durableEndpoints(engine: DurableEngine, baseUrl: () => string, o
       if (!s) return send(res, 404, { message: `no instance '${id}'` });
       if (ACTIVE.includes(s.runtimeStatus)) return send(res, 409, { message: `instance '${id}' is ${s.runtimeStatus}; only finished instances can be purged` });
       const purged = await engine.purge(id);
-      await opts.beforeAcknowledge?.();
+      await commit?.();
       return send(res, 200, { instancesDeleted: purged ? 1 : 0 });
     }
     if (m && req.method === 'GET') {

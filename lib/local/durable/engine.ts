@@ -21,8 +21,8 @@
  *   messages over 45 KB are counted and logged (Azure stores them as large-message blobs).
  *
  * Supported actions: CallActivity, CallActivityWithRetry, CreateTimer, ContinueAsNew, WhenAll,
- * WhenAny. Sub-orchestrations, entities, external events and durable HTTP fail the instance with
- * a clear message.
+ * WhenAny, WaitForExternalEvent (raiseEvent). Sub-orchestrations, entities and durable HTTP fail
+ * the instance with a clear message.
  *
  * This file is the instance loop (queue, episodes, terminate, timers); records.ts holds what an
  * instance is, attempt.ts runs one activity attempt or orchestrator episode, messages.ts sizes
@@ -35,8 +35,9 @@ import { runActivityAttempt, runOrchestratorEpisode, Slots, type AttemptDeps } f
 import { completedEvent, scheduledEvent, sizer, type Sizer } from './messages';
 import { seeded } from './random';
 import {
-  completionKey,
   failed,
+  firstCompletions,
+  inFlight,
   isActive,
   LARGE_MESSAGE_BYTES,
   MAX_BATCH,
@@ -66,6 +67,7 @@ export class DurableEngine implements JobClient {
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
+  private suspended = false;
   private readonly rand: () => number;
   private readonly timeoutMs: number;
   private readonly slots: Slots;
@@ -120,12 +122,26 @@ export class DurableEngine implements JobClient {
    * engine processes it; activities running or queued still run, and their outcomes are dropped.
    */
   async terminate(instanceId: string, reason: string): Promise<void> {
+    await this.message(instanceId, { EventType: EV.ExecutionTerminated, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Input: JSON.stringify(reason) });
+  }
+
+  /**
+   * Raises an event (the client's raiseEvent): a message for the instance, taken by whichever
+   * execution is current when it is processed. False when there is no such instance or it ended.
+   */
+  async raiseEvent(instanceId: string, name: string, data: unknown): Promise<boolean> {
+    return this.message(instanceId, { EventType: EV.EventRaised, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Name: name, Input: JSON.stringify(data ?? null) });
+  }
+
+  /** Queues a message for any execution of a running instance (false: none such). */
+  private async message(instanceId: string, event: HistoryEvent): Promise<boolean> {
     const r = this.instances.get(instanceId);
-    if (!r || !isActive(r.runtimeStatus)) return;
-    r.pending.push({ execution: 'any', event: { EventType: EV.ExecutionTerminated, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Input: JSON.stringify(reason) } });
+    if (!r || !isActive(r.runtimeStatus)) return false;
+    r.pending.push({ execution: 'any', event });
     await this.changed(r);
     // Processed from the queue, never within the call: the caller sees the instance still running.
     setImmediate(() => void this.pump(r));
+    return true;
   }
 
   // ----- for the local host and tests ----------------------------------------------------------
@@ -140,22 +156,9 @@ export class DurableEngine implements JobClient {
     this.instances.set(rec.instanceId, rec);
     if (!isActive(rec.runtimeStatus)) return;
     const execution = rec.execution;
-    const closed = new Set<string>();
-    for (const e of [...rec.history, ...rec.pending.map((m) => m.event)]) {
-      const key = completionKey(e);
-      if (key) closed.add(key);
-    }
-    const tries = new Map<string, number>();
-    for (const e of rec.history) {
-      if (e.EventType === EV.TaskScheduled) {
-        const attemptKey = `${String(e['Name'])}\u0000${String(e['Input'] ?? '')}`;
-        const attempt = (tries.get(attemptKey) ?? 0) + 1;
-        tries.set(attemptKey, attempt);
-        if (!closed.has(`task:${e.EventId}`)) this.runAttempt(rec, execution, { id: e.EventId, name: String(e['Name']), input: safeParse(String(e['Input'] ?? 'null')), attempt });
-      } else if (e.EventType === EV.TimerCreated && !closed.has(`timer:${e.EventId}`)) {
-        this.fireTimer(rec, execution, e.EventId, new Date(String(e['FireAt'])));
-      }
-    }
+    const open = inFlight(rec);
+    for (const w of open.attempts) this.runAttempt(rec, execution, w);
+    for (const t of open.timers) this.fireTimer(rec, execution, t.id, t.fireAt);
     if (rec.history.length === 0 && !rec.pending.some((m) => m.event.EventType === EV.ExecutionStarted)) {
       rec.pending.unshift({ execution, event: this.started(rec.name, rec.input, new Date().toISOString()) });
     }
@@ -204,10 +207,9 @@ export class DurableEngine implements JobClient {
    * and each instance goes on from its saved state, so orchestration state and data agree again.
    */
   reload(records: InstanceRecord[]): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.slots.clear();
+    this.halt();
     this.instances.clear();
+    this.suspended = false;
     for (const rec of records) this.resume(rec);
   }
 
@@ -216,9 +218,22 @@ export class DurableEngine implements JobClient {
     while (this.slots.busy) await new Promise((r) => setTimeout(r, pollMs));
   }
 
+  /**
+   * The storage under the records is gone (reload follows): until then nothing is recorded, saved
+   * or started. An outcome saved into the restarted storage could stand for data lost with it.
+   */
+  suspend(): void {
+    this.suspended = true;
+    this.halt();
+  }
+
   /** Stops timers and new work; activities already running finish but are not recorded. */
   close(): void {
     this.closed = true;
+    this.halt();
+  }
+
+  private halt(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.slots.clear();
@@ -232,7 +247,7 @@ export class DurableEngine implements JobClient {
 
   /** Whether rec is the record this engine holds for its instance (not one replaced by reload or a new start). */
   private current(rec: InstanceRecord): boolean {
-    return this.instances.get(rec.instanceId) === rec;
+    return !this.suspended && this.instances.get(rec.instanceId) === rec;
   }
 
   private batchSize(): number {
@@ -251,10 +266,12 @@ export class DurableEngine implements JobClient {
         await this.episode(rec, rec.pending.splice(0, this.batchSize()));
       }
     } catch (err) {
+      // A closing engine (the host stopping, its storage gone) leaves the instance as saved.
+      if (this.closed || !this.current(rec)) return;
       this.opts.log?.(`engine error on ${rec.instanceId}: ${(err as Error).stack}`);
       rec.runtimeStatus = 'Failed';
       rec.output = `local host error: ${(err as Error).message}`;
-      await this.changed(rec);
+      await this.changed(rec).catch((e: unknown) => this.opts.log?.(`engine: could not save ${rec.instanceId}: ${(e as Error).message}`));
       this.settle(rec);
     } finally {
       this.busy.delete(rec);
@@ -279,21 +296,9 @@ export class DurableEngine implements JobClient {
       return;
     }
     // A task or timer completes once: a second completion (an activity that ran twice) is dropped.
-    const closed = new Set<string>();
-    for (const e of rec.history) {
-      const key = completionKey(e);
-      if (key) closed.add(key);
-    }
-    const events = fresh.filter((e) => {
-      const key = completionKey(e);
-      if (!key) return true;
-      if (closed.has(key)) {
-        this.stats.duplicateCompletions++;
-        this.opts.log?.(`${rec.instanceId}: duplicate completion of ${key.replace(':', ' ')} dropped`);
-        return false;
-      }
-      closed.add(key);
-      return true;
+    const events = firstCompletions(rec.history, fresh, (key) => {
+      this.stats.duplicateCompletions++;
+      this.opts.log?.(`${rec.instanceId}: duplicate completion of ${key.replace(':', ' ')} dropped`);
     });
     if (events.length === 0) return;
     this.stats.episodes++;

@@ -180,3 +180,48 @@ export function listInstances(records: Iterable<InstanceRecord>, filter: Instanc
   }
   return out;
 }
+
+/**
+ * What a saved instance had in flight: activities scheduled without an outcome (with their attempt
+ * number, counted as the retry interceptor counts them) and timers not fired.
+ */
+export function inFlight(rec: InstanceRecord): { attempts: Work[]; timers: { id: number; fireAt: Date }[] } {
+  const closed = new Set<string>();
+  for (const e of [...rec.history, ...rec.pending.map((m) => m.event)]) {
+    const key = completionKey(e);
+    if (key) closed.add(key);
+  }
+  const tries = new Map<string, number>();
+  const attempts: Work[] = [];
+  const timers: { id: number; fireAt: Date }[] = [];
+  for (const e of rec.history) {
+    if (e.EventType === EV.TaskScheduled) {
+      const attemptKey = `${String(e['Name'])}\u0000${String(e['Input'] ?? '')}`;
+      const attempt = (tries.get(attemptKey) ?? 0) + 1;
+      tries.set(attemptKey, attempt);
+      if (!closed.has(`task:${e.EventId}`)) attempts.push({ id: e.EventId, name: String(e['Name']), input: safeParse(String(e['Input'] ?? 'null')), attempt });
+    } else if (e.EventType === EV.TimerCreated && !closed.has(`timer:${e.EventId}`)) {
+      timers.push({ id: e.EventId, fireAt: new Date(String(e['FireAt'])) });
+    }
+  }
+  return { attempts, timers };
+}
+
+/** The events of `fresh` that history has not completed yet (each completion once); `dropped` hears of the others. */
+export function firstCompletions(history: HistoryEvent[], fresh: HistoryEvent[], dropped: (key: string) => void): HistoryEvent[] {
+  const closed = new Set<string>();
+  for (const e of history) {
+    const key = completionKey(e);
+    if (key) closed.add(key);
+  }
+  return fresh.filter((e) => {
+    const key = completionKey(e);
+    if (!key) return true;
+    if (closed.has(key)) {
+      dropped(key);
+      return false;
+    }
+    closed.add(key);
+    return true;
+  });
+}

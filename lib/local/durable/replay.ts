@@ -12,6 +12,12 @@
  * (first interval times the backoff coefficient to the attempt index, capped), next attempt, and
  * after the last failure an immediate timer before the task fails. Whatever the replay issued beyond
  * the history is new: the engine appends it and runs it.
+ *
+ * External events (WaitForExternalEvent, EventRaised) take no sequence number. As the extension's
+ * DurableOrchestrationContext does: the waiters of one name (case-insensitive) form a stack, so an
+ * EventRaised completes the newest wait (the common case is a WhenAny in a loop); an event nobody
+ * waits for is buffered, first in first out, and the next wait for its name takes it at once; what
+ * is still buffered when the execution continues as new is dropped.
  */
 
 export const EV = {
@@ -57,6 +63,7 @@ export interface Action {
   retryOptions?: RetryPolicy;
   fireAt?: string | Date;
   isCanceled?: boolean;
+  externalEventName?: string;
   compoundActions?: Action[];
 }
 
@@ -117,6 +124,10 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
   /** Completion of each issued task or timer, by sequence number. */
   const completions = new Map<number, Op>();
   const outcome: ReplayOutcome = { fresh: [] };
+  /** External events: waits by name (newest last) and events nobody waited for yet (oldest first). */
+  const waiting = new Map<string, Op[]>();
+  const buffered = new Map<string, number>();
+  const eventKey = (name: unknown): string => String(name ?? '').toLowerCase();
 
   const schedule = (kind: 'activity' | 'timer', details: { name?: string; input?: unknown; attempt?: number; fireAt?: string }): Op => {
     const id = nextId++;
@@ -142,6 +153,18 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
       }
       case ACT.CallActivityWithRetry:
         return retrying(a);
+      case ACT.WaitForExternalEvent: {
+        const o = op();
+        const key = eventKey(a.externalEventName);
+        const early = buffered.get(key) ?? 0;
+        if (early > 0) {
+          buffered.set(key, early - 1);
+          settle(o, false);
+        } else {
+          waiting.set(key, [...(waiting.get(key) ?? []), o]);
+        }
+        return o;
+      }
       case ACT.ContinueAsNew: {
         outcome.continueAsNew ??= { input: actionInput(a) };
         const o = op();
@@ -228,6 +251,13 @@ export function replayShim(history: readonly HistoryEvent[], actions: readonly A
       case EV.TimerFired: {
         const o = completions.get(Number(e['TimerId']));
         if (o && !o.done) settle(o, false);
+        break;
+      }
+      case EV.EventRaised: {
+        const key = eventKey(e['Name']);
+        const o = waiting.get(key)?.pop();
+        if (o) settle(o, false);
+        else buffered.set(key, (buffered.get(key) ?? 0) + 1);
         break;
       }
       default:

@@ -116,6 +116,20 @@ export class ActivityPool {
     );
   }
 
+  /**
+   * Gives up every activity queued or running (their processes killed, new ones started): the local
+   * host does this when its storage emulator died and rolled back to its last save, so that no
+   * process carries what it read of the lost state into the restored one.
+   */
+  abortAll(reason: Error): void {
+    for (const j of this.queue.splice(0)) j.reject(reason);
+    for (const s of this.slots) {
+      if (!s.job) continue;
+      s.job.aborted = reason;
+      s.child.kill('SIGKILL');
+    }
+  }
+
   /** Kills one busy worker process (fault injection for tests and the reliability suite). */
   killOne(): boolean {
     const busy = this.slots.find((s) => s.job);

@@ -10,12 +10,13 @@ import type { RegisteredFunction } from './functionsHost';
 import { decodeSegment, readBody, routeRegex, send } from './http';
 
 /**
- * `beforeAcknowledge`: what makes storage durable (the emulator's save). Every request that can
- * write (not GET/HEAD) waits for it before its answer goes out, whatever it wrote: a job start, a
- * cancel of either kind of job (a continuous job's cancel is only a blob write), a restart, a retry,
- * a purge. One path: decide, save, then answer.
+ * `acknowledgement`: called as a request that can write (not GET/HEAD) begins; what it returns makes
+ * storage durable (the emulator's save) and is awaited before the answer goes out, whatever the
+ * request wrote: a job start, a cancel of either kind of job (a continuous job's cancel is only a
+ * blob write), a restart, a retry, a purge. One path: decide, save, then answer; and no answer for
+ * a write storage may have lost meanwhile (it throws a RequestError then).
  */
-export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>, clientData: () => Record<string, unknown>, log: (m: string) => void, beforeAcknowledge?: () => Promise<void>) {
+export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>, clientData: () => Record<string, unknown>, log: (m: string) => void, acknowledgement?: () => () => Promise<void>) {
   const routes = [...functions.values()]
     .filter((f) => f.trigger.type === 'httpTrigger')
     .map((f) => ({ f, methods: (f.trigger.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()), ...routeRegex(String(f.trigger.route ?? f.name)) }));
@@ -25,6 +26,7 @@ export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>,
     for (const h of routes) {
       const m = h.re.exec(rel);
       if (!m || !h.methods.includes(req.method ?? 'GET')) continue;
+      const commit = req.method !== 'GET' && req.method !== 'HEAD' ? acknowledgement?.() : undefined;
       const params: Record<string, string> = {};
       h.names.forEach((n, i) => (params[n] = decodeSegment(m[i + 1] ?? '', n)));
       const body = await readBody(req);
@@ -42,7 +44,7 @@ export function httpTriggers(functions: ReadonlyMap<string, RegisteredFunction>,
       });
       for (const b of extraInputs) if (b.type === 'durableClient' || b.type === 'orchestrationClient') context.extraInputs.set(b.name, clientData());
       const out = (await h.f.handler(request, context)) as HttpResponseInit | undefined;
-      if (beforeAcknowledge && req.method !== 'GET' && req.method !== 'HEAD') await beforeAcknowledge();
+      await commit?.();
       const hdrs: Record<string, string> = {};
       if (out?.headers) for (const [k, v] of Object.entries(out.headers as Record<string, string>)) hdrs[k] = String(v);
       if (out?.jsonBody !== undefined) return send(res, out.status ?? 200, out.jsonBody, hdrs);

@@ -71,8 +71,17 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
   let azurite: AzuriteInstance | undefined;
   let cs = opts.storageConnectionString;
   let stopping = false;
+  /** Bumped when the emulator dies and when it is back: a request that spans either is not acknowledged. */
+  let emulatorEpoch = 0;
   // Set once the engine exists: what to do once the emulator came back.
   let reloadState: () => Promise<void> = async () => undefined;
+  // Set once the activity processes exist: the emulator died and will come back with its last saved
+  // state, so no activity may go on with what it read since (it would write it into that state).
+  let abortWork: () => void = () => undefined;
+  // Set once the engine exists: the emulator died, so no orchestration outcome may be recorded or
+  // saved until the saved state is reloaded (a save retried into the restarted emulator would
+  // record outcomes whose data, such as a plan's files, was lost with the emulator's unsaved state).
+  let fenceState: () => void = () => undefined;
   if (!cs) {
     // The emulator is a child that dies with this process (saving what it acknowledged). Should it
     // die alone, it loses what it had not saved yet (it saves every 5 s and before each job start or
@@ -84,12 +93,16 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
         ...ports,
         onUnexpectedExit: (how) => {
           if (stopping) return;
+          emulatorEpoch++;
           log(`lakeinfer local host: the storage emulator exited unexpectedly (${how}); restarting it`);
+          fenceState();
+          abortWork();
           const was = azurite!;
           start({ blobPort: was.blobPort, queuePort: was.queuePort, tablePort: was.tablePort }).then(
             async (next) => {
               azurite = next;
               await reloadState();
+              emulatorEpoch++;
               log('lakeinfer local host: the storage emulator is back');
             },
             (err: unknown) => fatal(new Error(`the storage emulator died and could not be restarted: ${(err as Error).message}`)),
@@ -137,9 +150,17 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
     engine.resume(rec);
     if (rec.runtimeStatus === 'Running' || rec.runtimeStatus === 'Pending') log(`resumed ${rec.name} ${rec.instanceId}`);
   }
+  fenceState = () => {
+    engine.suspend();
+    store.fence();
+  };
+  abortWork = () => pool.abortAll(new Error('the storage emulator died: the activity runs again from the saved state'));
   reloadState = async () => {
     await store.init();
-    engine.reload(await store.loadAll());
+    const saved = await store.loadAll();
+    // What ran since the emulator died ran on state that is gone; the saved state decides from here.
+    abortWork();
+    engine.reload(saved);
   };
 
   let baseUrl = '';
@@ -155,7 +176,20 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
 
   // In --data mode what is acknowledged must survive this process's death: the emulator saves its
   // metadata before a job start or cancel is answered (its own shutdown covers everything else).
+  // A request during which the emulator died (or came back) is not acknowledged: what it wrote may
+  // have gone with the emulator's unsaved state, or have been replaced by the saved state reloaded.
   const persistent = azurite !== undefined && opts.azuriteLocation !== undefined;
+  // (The epoch is odd from the emulator's death until it is back with the engine's state reloaded.)
+  const restarted = (): RequestError => new RequestError(503, 'StorageRestarted', 'the storage emulator restarted while this request was served, so what it wrote may be gone: send it again (a job request is idempotent per jobId)', '(request)');
+  const acknowledgement = (): (() => Promise<void>) => {
+    const began = emulatorEpoch;
+    if (began % 2 === 1) throw restarted();
+    return async () => {
+      if (emulatorEpoch !== began) throw restarted();
+      await azurite!.flush().catch(() => Promise.reject(restarted()));
+      if (emulatorEpoch !== began) throw restarted();
+    };
+  };
   const durable = durableEndpoints(engine, () => baseUrl, {
     validate: (name, input) => {
       if (name !== ORCHESTRATOR) return;
@@ -173,9 +207,9 @@ export async function startLocalHost(opts: LocalHostOptions = {}): Promise<Local
       // is about to pin) while the plan is made: cold starts overlap with planning.
       pool.preload({ name: 'job' in parsed ? parsed.job.model.name : parsed.state.job.model.name });
     },
-    ...(persistent ? { beforeAcknowledge: () => azurite!.flush() } : {}),
+    ...(persistent ? { acknowledgement } : {}),
   });
-  const api = httpTriggers(functions, clientData, log, persistent ? () => azurite!.flush() : undefined);
+  const api = httpTriggers(functions, clientData, log, persistent ? acknowledgement : undefined);
 
   const server: Server = createServer((req, res) => {
     let url: URL;

@@ -24,121 +24,103 @@ interface Contour {
   /** Where cv2.findContours' raster scan starts following it. */
   start: number;
   hole: boolean;
-  /** Enough of its points for the convex hull: the outermost point on each side of each row. */
+  /** Its points as cv2.findContours(..., CHAIN_APPROX_SIMPLE) gives them, in its order (the hull's start depends on it). */
   points: Pt[];
 }
 
-/** A horizontal run of equal pixels in row y, columns x0..x1. */
-interface Run {
-  y: number;
-  x0: number;
-  x1: number;
-}
-
-/** Union-find over run indices. */
-function unionFind(n: number): { find: (i: number) => number; union: (a: number, b: number) => void } {
-  const parent = Int32Array.from({ length: n }, (_, i) => i);
-  const find = (i: number): number => {
-    while (parent[i] !== i) {
-      parent[i] = parent[parent[i]!]!;
-      i = parent[i]!;
-    }
-    return i;
-  };
-  return { find, union: (a, b) => void (parent[find(a)] = find(b)) };
-}
+/** Neighbour steps of OpenCV's border following, counter-clockwise from the right (y grows downwards). */
+const CODE_DX = [1, 1, 0, -1, -1, -1, 0, 1];
+const CODE_DY = [0, -1, -1, -1, 0, 1, 1, 1];
+/** A visited border pixel: OpenCV's nbd (2), and nbd | -128 on a border's right side. */
+const NBD = 2;
+const NBD_RIGHT = NBD | -128;
 
 /**
- * Runs of foreground (value 1) or background (0) per row, and their connected sets: runs in
- * adjacent rows join when their columns overlap, or for 8-connectivity touch diagonally too.
+ * Follows one border from pixel i0 (Suzuki and Abe's border following, as OpenCV's icvFetchContour
+ * does it on its padded image, marking what it visits) and keeps the points where the direction
+ * changes (CHAIN_APPROX_SIMPLE), starting at `pt`.
  */
-function components(bitmap: Uint8Array, w: number, h: number, value: 0 | 1, eight: boolean): { runs: Run[]; rowStart: Int32Array; set: Int32Array } {
-  const runs: Run[] = [];
-  const rowStart = new Int32Array(h + 1);
-  for (let y = 0; y < h; y++) {
-    rowStart[y] = runs.length;
-    const row = y * w;
-    for (let x = 0; x < w; ) {
-      if ((bitmap[row + x] ? 1 : 0) !== value) {
-        x++;
-        continue;
-      }
-      const x0 = x;
-      while (x < w && (bitmap[row + x] ? 1 : 0) === value) x++;
-      runs.push({ y, x0, x1: x - 1 });
-    }
+function followBorder(img: Int8Array, deltas: readonly number[], i0: number, hole: boolean, pt: Pt): Pt[] {
+  const out: Pt[] = [];
+  let s = hole ? 0 : 4;
+  let sEnd = s;
+  let i1: number;
+  do {
+    s = (s - 1) & 7;
+    i1 = i0 + deltas[s]!;
+  } while (img[i1] === 0 && s !== sEnd);
+  if (s === sEnd) {
+    // A single pixel.
+    img[i0] = NBD_RIGHT;
+    out.push(pt);
+    return out;
   }
-  rowStart[h] = runs.length;
-  const uf = unionFind(runs.length);
-  const reach = eight ? 1 : 0;
-  for (let y = 1; y < h; y++) {
-    let j = rowStart[y - 1]!;
-    for (let i = rowStart[y]!; i < rowStart[y + 1]!; i++) {
-      const a = runs[i]!;
-      while (j < rowStart[y]! && runs[j]!.x1 + reach < a.x0) j++;
-      for (let k = j; k < rowStart[y]! && runs[k]!.x0 <= a.x1 + reach; k++) uf.union(i, k);
+  let [x, y] = pt;
+  let i3 = i0;
+  let prevS = s ^ 4;
+  for (;;) {
+    sEnd = s;
+    let i4 = i3;
+    while (s < 15) {
+      i4 = i3 + deltas[++s]!;
+      if (img[i4] !== 0) break;
     }
+    s &= 7;
+    if (s >= 1 && s - 1 < sEnd) img[i3] = NBD_RIGHT;
+    else if (img[i3] === 1) img[i3] = NBD;
+    if (s !== prevS) {
+      out.push([x, y]);
+      prevS = s;
+    }
+    x += CODE_DX[s]!;
+    y += CODE_DY[s]!;
+    if (i4 === i0 && i3 === i1) break;
+    i3 = i4;
+    s = (s + 4) & 7;
   }
-  return { runs, rowStart, set: Int32Array.from(runs, (_, i) => uf.find(i)) };
+  return out;
 }
 
 /**
- * The contours cv2.findContours(bitmap, RETR_LIST, ...) returns, as point sets for their hulls, in
- * its order (last found first): the outer border of each 8-connected foreground region, and the
- * border of each hole (a 4-connected background region not reaching the image edge: OpenCV pads
- * the image with background) on the region around it. Computed on row runs, not pixels: a text
- * map is mostly long empty rows.
+ * The contours cv2.findContours(bitmap, RETR_LIST, CHAIN_APPROX_SIMPLE) returns, in its order
+ * (last found first), each with its points in OpenCV's order: the raster scan of the image padded
+ * with background starts following an outer border at a foreground pixel after background, and a
+ * hole's border at a background pixel after an unvisited foreground one, as OpenCV does. The points'
+ * order matters: cv2.minAreaRect's float32 corners (which PaddleOCR truncates to pixels) depend on
+ * where the convex hull of the points starts.
  */
 export function findContours(bitmap: Uint8Array, w: number, h: number): Contour[] {
-  const fg = components(bitmap, w, h, 1, true);
+  const W = w + 2;
+  const img = new Int8Array(W * (h + 2));
+  for (let y = 0; y < h; y++) {
+    const row = y * w;
+    const at = (y + 1) * W + 1;
+    for (let x = 0; x < w; x++) if (bitmap[row + x]) img[at + x] = 1;
+  }
+  const base = [1, -W + 1, -W, -W - 1, -1, W - 1, W, W + 1];
+  const deltas = [...base, ...base];
   const contours: Contour[] = [];
-  // Foreground: each set's first run (raster order) is where OpenCV starts following it; the run
-  // ends are the leftmost and rightmost points of every row, all the convex hull needs.
-  const outer = new Map<number, Contour>();
-  fg.runs.forEach((r, i) => {
-    let c = outer.get(fg.set[i]!);
-    if (!c) {
-      c = { start: r.y * w + r.x0, hole: false, points: [] };
-      outer.set(fg.set[i]!, c);
-      contours.push(c);
-    }
-    c.points.push([r.x0, r.y], [r.x1, r.y]);
-  });
-  // Background: sets with a run on the image edge are the outside; the others are holes.
-  const bg = components(bitmap, w, h, 0, false);
-  const outside = new Set<number>();
-  bg.runs.forEach((r, i) => {
-    if (r.y === 0 || r.y === h - 1 || r.x0 === 0 || r.x1 === w - 1) outside.add(bg.set[i]!);
-  });
-  const fgRunAt = (y: number, x: number): number => {
-    for (let i = fg.rowStart[y]!; i < fg.rowStart[y + 1]!; i++) if (fg.runs[i]!.x0 <= x && x <= fg.runs[i]!.x1) return i;
-    return -1;
-  };
-  const holes = new Map<number, { owner: number; contour: Contour }>();
-  bg.runs.forEach((r, i) => {
-    const set = bg.set[i]!;
-    if (outside.has(set)) return;
-    let hole = holes.get(set);
-    if (!hole) {
-      // Followed from the pixel left of the hole's first pixel, on that pixel's region.
-      hole = { owner: fg.set[fgRunAt(r.y, r.x0 - 1)]!, contour: { start: r.y * w + r.x0 - 1, hole: true, points: [] } };
-      holes.set(set, hole);
-      contours.push(hole.contour);
-    }
-    // The owner's pixels 4-adjacent to this run: left and right of it, and above and below it.
-    const pts = hole.contour.points;
-    for (const x of [r.x0 - 1, r.x1 + 1]) {
-      const k = fgRunAt(r.y, x);
-      if (k >= 0 && fg.set[k] === hole.owner) pts.push([x, r.y]);
-    }
-    for (const y of [r.y - 1, r.y + 1]) {
-      for (let k = fg.rowStart[y]!; k < fg.rowStart[y + 1]!; k++) {
-        const f = fg.runs[k]!;
-        if (fg.set[k] !== hole.owner || f.x1 < r.x0 || f.x0 > r.x1) continue;
-        pts.push([Math.max(f.x0, r.x0), y], [Math.min(f.x1, r.x1), y]);
+  for (let y = 1; y <= h; y++) {
+    let prev = 0;
+    const row = y * W;
+    for (let x = 1; x <= w; x++) {
+      let p = img[row + x]!;
+      if (p === prev) continue;
+      if (!(prev === 0 && p === 1)) {
+        // Not an outer border: a hole's, where background follows a foreground pixel not yet on a right border.
+        if (p !== 0 || prev < 1) {
+          prev = p;
+          continue;
+        }
+        const ox = x - 1;
+        contours.push({ start: (y - 1) * w + (ox - 1), hole: true, points: followBorder(img, deltas, row + ox, true, [ox - 1, y - 1]) });
+      } else {
+        contours.push({ start: (y - 1) * w + (x - 1), hole: false, points: followBorder(img, deltas, row + x, false, [x - 1, y - 1]) });
       }
+      p = img[row + x]!;
+      prev = p;
     }
-  });
+  }
   // Found in raster order (an outer border before a hole border starting on the same pixel); returned last first.
   contours.sort((a, b) => a.start - b.start || Number(a.hole) - Number(b.hole));
   return contours.reverse();
