@@ -96,9 +96,10 @@ interface JobMark {
  * cancelled with no blob version inferred twice. DURABILITY_SEED picks the schedule,
  * DURABILITY_KILLS how many kills (21 in npm test).
  */
-test('kill loop: the host, the emulator or both killed with SIGKILL at seeded moments during uploads, submits, cancels of both job kinds, jobs, finalize and collect: nothing acknowledged is lost', { timeout: 900_000 }, async () => {
+const KILLS = Number(process.env['DURABILITY_KILLS'] ?? 21);
+// About 20 s per kill on two cores: a longer loop gets a longer limit.
+test('kill loop: the host, the emulator or both killed with SIGKILL at seeded moments during uploads, submits, cancels of both job kinds, jobs, finalize and collect: nothing acknowledged is lost', { timeout: Math.max(900_000, KILLS * 45_000) }, async () => {
   const seed = Number(process.env['DURABILITY_SEED'] ?? 2026);
-  const KILLS = Number(process.env['DURABILITY_KILLS'] ?? 21);
   console.log(`durability: seed ${seed} (DURABILITY_SEED), ${KILLS} kills (DURABILITY_KILLS)`);
   const dataDir = await mkdtemp(join(tmpdir(), 'lakeinfer-durable-'));
   // The kill schedule (what, when) from one generator; the requests' choices from another, so that

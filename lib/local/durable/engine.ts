@@ -218,10 +218,7 @@ export class DurableEngine implements JobClient {
     while (this.slots.busy) await new Promise((r) => setTimeout(r, pollMs));
   }
 
-  /**
-   * The storage under the records is gone (reload follows): until then nothing is recorded, saved
-   * or started. An outcome saved into the restarted storage could stand for data lost with it.
-   */
+  /** Storage gone (reload follows): nothing is recorded, saved or started until then. */
   suspend(): void {
     this.suspended = true;
     this.halt();
