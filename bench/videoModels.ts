@@ -97,12 +97,15 @@ async function bareOnFrames(m: BenchModel, clip: Buffer): Promise<{ framesPerSec
     Promise.all(
       workers.map(
         (w) =>
-          new Promise<void>((resolve, reject) =>
+          new Promise<void>((resolve, reject) => {
             w.on('message', (msg: { type: string; message?: string }) => {
               if (msg.type === 'error') reject(new Error(msg.message));
               else if (msg.type === type) resolve();
-            }),
-          ),
+            });
+            // A worker that dies (an uncaught error, out of memory) sends nothing: say so instead of waiting for ever.
+            w.once('error', reject);
+            w.once('exit', (code) => reject(new Error(`a bare inference worker exited (code ${code}) before '${type}'`)));
+          }),
       ),
     );
   await wait('ready');
