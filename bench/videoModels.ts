@@ -93,6 +93,8 @@ async function bareOnFrames(m: BenchModel, clip: Buffer): Promise<{ framesPerSec
   }
   const sessions = 2;
   const workers = Array.from({ length: sessions }, (_, k) => new Worker(join(__dirname, 'bareWorker.js'), { workerData: { onnx: m.onnx, threads: 1, batches: batches.filter((_, i) => i % sessions === k) } }));
+  // Listened for from the start: a worker exits right after its 'done', which can be before a later listener (it waited for ever).
+  const exited = workers.map((w) => new Promise((r) => w.once('exit', r)));
   const wait = (type: string): Promise<void[]> =>
     Promise.all(
       workers.map(
@@ -115,7 +117,7 @@ async function bareOnFrames(m: BenchModel, clip: Buffer): Promise<{ framesPerSec
     await done;
     return batches.length;
   });
-  await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
+  await Promise.all(exited);
   return { framesPerSec: Math.round((batches.length / fig.wallS) * 100) / 100, foreignCores: fig.foreignCores };
 }
 
