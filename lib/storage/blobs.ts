@@ -126,3 +126,21 @@ export async function updateJson<T>(container: ContainerClient, name: string, ch
     }
   }
 }
+
+/** A blob as a file read by ranges (what hyparquet reads): its size, and slices downloaded on demand. */
+export async function rangedBlob(container: ContainerClient, name: string, what: string): Promise<{ byteLength: number; slice(start: number, end?: number): Promise<ArrayBuffer> }> {
+  const client = container.getBlobClient(name);
+  let byteLength: number;
+  try {
+    byteLength = (await client.getProperties()).contentLength ?? 0;
+  } catch (err) {
+    throw storageError(err, what, `${container.containerName}/${name}`);
+  }
+  return {
+    byteLength,
+    slice: async (start: number, end?: number): Promise<ArrayBuffer> => {
+      const buf = await client.downloadToBuffer(start, (end ?? byteLength) - start);
+      return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+    },
+  };
+}

@@ -16,7 +16,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError } from '../util/errors';
 import { FingerprintSet } from '../util/fingerprints';
-import { readJson } from './blobs';
+import { rangedBlob, readJson } from './blobs';
 import { storageError } from './clients';
 import { matchesExtension, timeFilter, type BlobPage, type BlobRef } from './listing';
 import { csvRecords } from './manifestInput';
@@ -123,20 +123,7 @@ async function* rowsOf(c: ContainerClient, blob: string, format: 'csv' | 'parque
     return;
   }
   const { parquetMetadataAsync, parquetReadObjects } = await import('hyparquet');
-  const client = c.getBlobClient(blob);
-  let byteLength: number;
-  try {
-    byteLength = (await client.getProperties()).contentLength ?? 0;
-  } catch (err) {
-    throw storageError(err, 'reading the inventory', `${c.containerName}/${blob}`);
-  }
-  const file = {
-    byteLength,
-    slice: async (start: number, end?: number): Promise<ArrayBuffer> => {
-      const buf = await client.downloadToBuffer(start, (end ?? byteLength) - start);
-      return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
-    },
-  };
+  const file = await rangedBlob(c, blob, 'reading the inventory');
   const metadata = await parquetMetadataAsync(file).catch((err: unknown) => {
     throw new LakeInferError('ManifestInvalid', `inventory file '${blob}' is not a readable Parquet file: ${(err as Error).message}`, { target: 'input.inventory' });
   });

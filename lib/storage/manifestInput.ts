@@ -13,6 +13,7 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError } from '../util/errors';
 import { FingerprintSet } from '../util/fingerprints';
+import { rangedBlob } from './blobs';
 import { storageError } from './clients';
 import { matchesExtension, type BlobPage, type BlobRef } from './listing';
 import { MAX_BLOB_NAME, nameProblem } from './names';
@@ -171,21 +172,7 @@ async function* entries(c: ContainerClient, m: ManifestSpec): AsyncGenerator<str
 /** One column of a Parquet manifest, a row group at a time, read by ranges. */
 async function* parquetEntries(c: ContainerClient, blob: string, column: string): AsyncGenerator<string | undefined> {
   const { parquetMetadataAsync, parquetReadObjects } = await import('hyparquet');
-  const client = c.getBlobClient(blob);
-  let byteLength: number;
-  try {
-    byteLength = (await client.getProperties()).contentLength ?? 0;
-  } catch (err) {
-    throw storageError(err, 'reading the manifest', `${c.containerName}/${blob}`);
-  }
-  const file = {
-    byteLength,
-    slice: async (start: number, end?: number): Promise<ArrayBuffer> => {
-      const stop = end ?? byteLength;
-      const buf = await client.downloadToBuffer(start, stop - start);
-      return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
-    },
-  };
+  const file = await rangedBlob(c, blob, 'reading the manifest');
   let metadata;
   try {
     metadata = await parquetMetadataAsync(file);
