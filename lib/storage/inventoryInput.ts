@@ -17,9 +17,8 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { LakeInferError } from '../util/errors';
 import { FingerprintSet } from '../util/fingerprints';
 import { rangedBlob, readJson } from './blobs';
-import { storageError } from './clients';
 import { matchesExtension, timeFilter, type BlobPage, type BlobRef } from './listing';
-import { csvRecords } from './manifestInput';
+import { csvRecords, textChunks } from './manifestInput';
 import { nameProblem } from './names';
 
 export interface InventorySpec {
@@ -95,21 +94,8 @@ export async function readInventoryManifest(c: ContainerClient, input: Container
 /** One inventory file's rows as records keyed by schema field (lower-cased), strings or numbers. */
 async function* rowsOf(c: ContainerClient, blob: string, format: 'csv' | 'parquet'): AsyncGenerator<Record<string, unknown>> {
   if (format === 'csv') {
-    let body: NodeJS.ReadableStream | undefined;
-    try {
-      body = (await c.getBlobClient(blob).download()).readableStreamBody;
-    } catch (err) {
-      throw storageError(err, 'reading the inventory', `${c.containerName}/${blob}`);
-    }
-    if (!body) return;
-    const decoder = new TextDecoder('utf-8');
-    const chunks = (async function* () {
-      for await (const chunk of body) yield decoder.decode(chunk as Buffer, { stream: true });
-      const rest = decoder.decode();
-      if (rest) yield rest;
-    })();
     let header: string[] | undefined;
-    for await (const rec of csvRecords(chunks)) {
+    for await (const rec of csvRecords(textChunks(c, blob, 'reading the inventory'))) {
       if (rec.length === 1 && rec[0] === '') continue;
       if (!header) {
         // The first row of every inventory CSV file is the schema row.

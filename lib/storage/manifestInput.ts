@@ -52,13 +52,13 @@ export function manifestFormat(m: ManifestSpec): 'csv' | 'jsonl' | 'parquet' {
   return 'jsonl';
 }
 
-/** UTF-8 text of a blob, chunk by chunk as the download arrives. */
-async function* textChunks(c: ContainerClient, blob: string): AsyncGenerator<string> {
+/** UTF-8 text of a blob, chunk by chunk as the download arrives (`what` names it in a storage error). */
+export async function* textChunks(c: ContainerClient, blob: string, what = 'reading the manifest'): AsyncGenerator<string> {
   let body: NodeJS.ReadableStream | undefined;
   try {
     body = (await c.getBlobClient(blob).download()).readableStreamBody;
   } catch (err) {
-    throw storageError(err, 'reading the manifest', `${c.containerName}/${blob}`);
+    throw storageError(err, what, `${c.containerName}/${blob}`);
   }
   if (!body) return;
   const decoder = new TextDecoder('utf-8');
