@@ -246,7 +246,8 @@ async function pipeline(cs: string, c: ModelCase, prefix: string, jobId: string,
     const pids = host!.pool.pids();
     const before = { host: process.cpuUsage(), emulator: treeCpu(emulatorPid).get(emulatorPid) ?? 0, threads: pids.map((p) => threadCpu(p)) };
     await submit({ url: host!.url }, { jobId: id, input: { container: 'bench', prefix }, output: { container: 'bench-out', prefix: 'runs/' }, model: { name: c.name }, ...layout.job });
-    const done = await watch({ url: host!.url }, id, () => undefined, 100);
+    // Polled as the CLI polls (POLL_MS): the status requests' cost is the one a user's `lakeinfer run` adds.
+    const done = await watch({ url: host!.url }, id, () => undefined);
     if (done.runtimeStatus !== 'Completed') throw new Error(`bench job ${id} ended ${done.runtimeStatus}: ${JSON.stringify(done.output)}`);
     const h = process.cpuUsage(before.host);
     let main = 0;

@@ -115,7 +115,7 @@ export async function videoPipelineBench(cs: string, model: string, log: (m: str
       const job = async (kind: 'jpeg' | 'video'): Promise<number> => {
         const id = `bench-video-${kind}-${k++}`;
         await submit({ url: host.url }, { jobId: id, input: { container: 'bench-video', prefix: `${kind}/`, extensions: kind === 'jpeg' ? ['.jpg'] : ['.mp4'] }, output: { container: 'bench-out', prefix: 'video-runs/' }, model: { name: model } });
-        const done = await watch({ url: host.url }, id, () => undefined, 100);
+        const done = await watch({ url: host.url }, id, () => undefined);
         if (done.runtimeStatus !== 'Completed') throw new Error(`bench job ${id} ended ${done.runtimeStatus}: ${JSON.stringify(done.output)}`);
         const m = await readJson<Manifest>(service.getContainerClient('bench-out'), `video-runs/${id}/_manifest.json`);
         if (m?.counts.succeeded !== frames) throw new Error(`bench job ${id}: ${JSON.stringify(m?.counts)}, expected ${frames} results`);

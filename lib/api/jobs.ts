@@ -144,6 +144,7 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
     // The same execution goes on: its first submission time, its plan; a cancelled or failed outcome is forgotten.
     job = { ...job, submittedAt: previous.submittedAt, executionId: previous.executionId };
     if (output && (await output.exists())) await clearOutcome(output, job.jobPrefix);
+    outcomeReads.delete(outcomeKey(job));
   }
   const input: OrchestratorInput = { job };
   try {
@@ -159,12 +160,34 @@ export async function submitJob(client: JobClient, body: unknown, baseUrl: strin
   return { status: 202, body: { ...v, resumed: resume, ...(job.restart && existing ? { restarted: true } : {}) }, headers: { Location: v.links.status } };
 }
 
+/**
+ * Outcome reads for status polls of running jobs, kept for OUTCOME_TTL_MS: a client polling every
+ * 100-500 ms (the CLI: 500) costs one storage read per job every 2 s, not one per poll. A cancel
+ * accepted by this process is seen at once (cancelJob records it); one accepted by another instance
+ * of the app shows as 'cancelling' here within OUTCOME_TTL_MS, and a resubmission (which forgets a
+ * cancelled outcome) is seen at once here, within OUTCOME_TTL_MS elsewhere.
+ */
+const OUTCOME_TTL_MS = 2000;
+const outcomeReads = new Map<string, { at: number; cancelling: boolean }>();
+const outcomeKey = (job: JobSpec): string => `${job.output.container}/${job.jobPrefix}#${job.executionId}`;
+function rememberOutcome(job: JobSpec, cancelling: boolean): void {
+  if (outcomeReads.size >= 1000) {
+    for (const [k, v] of outcomeReads) if (Date.now() - v.at > OUTCOME_TTL_MS) outcomeReads.delete(k);
+    if (outcomeReads.size >= 1000) outcomeReads.clear();
+  }
+  outcomeReads.set(outcomeKey(job), { at: Date.now(), cancelling });
+}
+
 /** Whether a cancel of this running job was accepted (its outcome says cancelled, by a cancel). */
 async function isCancelling(s: InstanceStatus, job: JobSpec | undefined, opts: ApiOptions): Promise<boolean> {
   if (!job || !opts.storage || !ACTIVE.includes(s.runtimeStatus)) return false;
+  const known = outcomeReads.get(outcomeKey(job));
+  if (known && Date.now() - known.at < OUTCOME_TTL_MS) return known.cancelling;
   const output = (await opts.storage()).getContainerClient(job.output.container);
   const o = await readOutcome(output, job.jobPrefix).catch(() => undefined);
-  return o?.status === 'cancelled' && o.executionId === job.executionId;
+  const cancelling = o?.status === 'cancelled' && o.executionId === job.executionId;
+  rememberOutcome(job, cancelling);
+  return cancelling;
 }
 
 export async function jobStatus(client: JobClient, jobId: string, baseUrl: string, opts: ApiOptions = {}): Promise<ApiResponse> {
@@ -199,7 +222,8 @@ export async function cancelJob(client: JobClient, jobId: string, baseUrl: strin
   const output = job && opts.storage ? (await opts.storage()).getContainerClient(job.output.container) : undefined;
   if (job && output && (await output.exists())) {
     const o = await decideOutcome(output, job.jobPrefix, { status: 'cancelled', executionId: job.executionId, by: 'cancel' }, (opts.now ?? new Date()).toISOString());
-    if (o.status !== 'cancelled') {
+    if (o.status === 'cancelled') rememberOutcome(job, o.executionId === job.executionId);
+    else {
       return { status: 409, body: { error: { code: 'JobFinalizing', message: `job '${jobId}' is finishing: its outcome is decided (${o.status}) and its outputs are being written; it can no longer be cancelled` } } };
     }
   }

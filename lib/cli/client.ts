@@ -133,7 +133,10 @@ export function progressLine(v: JobView, width = 30): string {
 }
 
 /** Polls until the job ends; calls onUpdate with each status. */
-export async function watch(opts: ApiOptions, jobId: string, onUpdate: (v: JobView) => void, intervalMs = 500, timeoutMs = 3_600_000): Promise<JobView> {
+/** How often `lakeinfer run`/`submit --wait` (and the bench, to measure what a user gets) poll a job's status. */
+export const POLL_MS = 500;
+
+export async function watch(opts: ApiOptions, jobId: string, onUpdate: (v: JobView) => void, intervalMs = POLL_MS, timeoutMs = 3_600_000): Promise<JobView> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await status(opts, jobId);

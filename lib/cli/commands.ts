@@ -15,7 +15,7 @@ import { OperatorStorageError } from '../operator/storage';
 import { progressBar, uploadDirectory } from '../operator/upload';
 import { readBlob } from '../storage';
 import { apiOf, flag, maskUrl, need, storageOf, UsageError, type Args, type CliDeps } from './args';
-import { ApiError, cancel, list, progressLine, purge, retry, status, submit, watch, type ApiOptions } from './client';
+import { ApiError, cancel, list, progressLine, POLL_MS, purge, retry, status, submit, watch, type ApiOptions } from './client';
 import { downloadOutputs } from './outputs';
 
 export interface Command {
@@ -234,7 +234,7 @@ export const COMMANDS: Record<string, Command> = {
       const v = await cancel(api, id);
       out(summary(v));
       if (a.flags['no-wait'] || v.status !== 'cancelling') return 0;
-      const end = await watch(api, id, () => undefined, 500, 10 * 60_000);
+      const end = await watch(api, id, () => undefined, POLL_MS, 10 * 60_000);
       out(summary(end));
       return 0;
     },

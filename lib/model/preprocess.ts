@@ -8,7 +8,7 @@
  */
 import sharp from 'sharp';
 import { LakeInferError } from '../util/errors';
-import { resizeBilinear, resizeOpencvU8, roundHalfEven } from './resample';
+import { resizeBilinearRows, resizeOpencvU8Rows, roundHalfEven } from './resample';
 import type { InputSpec } from './spec';
 
 /** Maps original image pixels (after EXIF rotation) to model-input pixels: x_in = x * scaleX + padX. */
@@ -152,28 +152,28 @@ export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'f
   if (t.inW !== nw || t.inH !== nh) {
     for (let c = 0; c < 3; c++) tensor.fill(norm(c, spec.pad), c * plane, (c + 1) * plane);
   }
+  // Each resized row goes straight into the tensor's three planes (no resized image kept whole).
+  const planes = [0, 1, 2].map((c) => c * plane + t.padY * t.inW + t.padX);
   if (spec.resample === 'opencv') {
-    const u8 = nw === width && nh === height ? img.data : resizeOpencvU8(img.data, width, height, 3, nw, nh);
     const luts = channelLuts(norm);
-    for (let c = 0; c < 3; c++) {
-      const lut = luts[c]!;
-      for (let y = 0; y < nh; y++) {
-        const row = c * plane + (y + t.padY) * t.inW + t.padX;
-        for (let x = 0, i = y * nw * 3 + order[c]!; x < nw; x++, i += 3) tensor[row + x] = lut[u8[i]!]!;
-      }
-    }
+    const put = (y: number, row: Uint8Array): void => rowToPlanes(row, nw, tensor, planes, y * t.inW, luts, order);
+    if (nw === width && nh === height) {
+      const rowLen = width * 3;
+      for (let y = 0; y < nh; y++) put(y, img.data.subarray(y * rowLen, (y + 1) * rowLen));
+    } else resizeOpencvU8Rows(img.data, width, height, 3, nw, nh, undefined, put);
   } else {
-    const f = resizeBilinear(img.data, width, height, 3, nw, nh);
     const fr = Math.fround;
-    for (let c = 0; c < 3; c++) {
-      // norm(c, v) inlined: (v - mean) / std in float32 (the float path is YOLACT's: no divisor or scale).
-      const [mean, std] = [fr(spec.mean[c]!), fr(spec.std[c]!)];
-      const plain = spec.divisor === undefined && spec.scale === 1;
-      for (let y = 0; y < nh; y++) {
-        const row = c * plane + (y + t.padY) * t.inW + t.padX;
-        for (let x = 0, i = y * nw * 3 + order[c]!; x < nw; x++, i += 3) tensor[row + x] = plain ? fr(fr(f[i]! - mean) / std) : norm(c, f[i]!);
+    // norm(c, v) inlined when plain: (v - mean) / std in float32 (YOLACT's: no divisor or scale).
+    const plain = spec.divisor === undefined && spec.scale === 1;
+    const [mean, std] = [spec.mean.map(fr), spec.std.map(fr)];
+    resizeBilinearRows(img.data, width, height, 3, nw, nh, undefined, (y, row) => {
+      for (let c = 0; c < 3; c++) {
+        const at = planes[c]! + y * t.inW;
+        const m = mean[c]!;
+        const sd = std[c]!;
+        for (let x = 0, i = order[c]!; x < nw; x++, i += 3) tensor[at + x] = plain ? fr(fr(row[i]! - m) / sd) : norm(c, row[i]!);
       }
-    }
+    });
   }
   return { tensor, width, height, transform: t };
 }
@@ -194,6 +194,21 @@ export function normalizer(spec: Pick<InputSpec, 'divisor' | 'scale' | 'mean' | 
     if (scale !== 1) x = f(x * scale);
     return f(f(x - mean[c]!) / std[c]!);
   };
+}
+
+/**
+ * One row of 8-bit RGB pixels into the three planes of a CHW tensor through per-channel tables:
+ * tensor channel c takes pixel channel order[c]; `planes[c] + rowAt` is where the row starts.
+ */
+function rowToPlanes(row: Uint8Array, n: number, tensor: Float32Array, planes: number[], rowAt: number, luts: Float32Array[], order: number[]): void {
+  const [l0, l1, l2] = [luts[0]!, luts[1]!, luts[2]!];
+  const [s0, s1, s2] = [order[0]!, order[1]!, order[2]!];
+  const [a0, a1, a2] = [planes[0]! + rowAt, planes[1]! + rowAt, planes[2]! + rowAt];
+  for (let x = 0, j = 0; x < n; x++, j += 3) {
+    tensor[a0 + x] = l0[row[j + s0]!]!;
+    tensor[a1 + x] = l1[row[j + s1]!]!;
+    tensor[a2 + x] = l2[row[j + s2]!]!;
+  }
 }
 
 /** For 8-bit values: each channel's 256 normalised values, computed once. */

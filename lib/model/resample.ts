@@ -127,15 +127,30 @@ export function touchedRange(i0: Int32Array, i1: Int32Array, lo: number, hi: num
  * window, only that part of the output (its pixels equal the whole output's).
  */
 export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels: number, dw: number, dh: number, window?: Window): Uint8Array {
+  if (sw === dw && sh === dh && !window) {
+    checkSizes(src.length, sw, sh, channels, dw, dh);
+    return Uint8Array.from(src);
+  }
+  const w = window ?? { x0: 0, y0: 0, w: dw, h: dh };
+  const out = new Uint8Array(w.w * w.h * channels);
+  resizeOpencvU8Rows(src, sw, sh, channels, dw, dh, window, (y, row) => out.set(row, y * row.length));
+  return out;
+}
+
+/**
+ * resizeOpencvU8 a row at a time: `emit(y, row)` gets each output row of the window (y from 0;
+ * `row` holds its w x channels values and is reused for the next row), so a caller can consume the
+ * resized image (normalise it into a tensor) without holding it whole.
+ */
+export function resizeOpencvU8Rows(src: Uint8Array, sw: number, sh: number, channels: number, dw: number, dh: number, window: Window | undefined, emit: (y: number, row: Uint8Array) => void): void {
   checkSizes(src.length, sw, sh, channels, dw, dh);
   const win = window ?? { x0: 0, y0: 0, w: dw, h: dh };
-  if (sw === dw && sh === dh && !window) return Uint8Array.from(src);
   const x = windowed(opencvAxis(sw, dw, true), win.x0, win.w);
   const y = windowed(opencvAxis(sh, dh, false), win.y0, win.h);
   dw = win.w;
   dh = win.h;
-  const out = new Uint8Array(dw * dh * channels);
   const rowLen = dw * channels;
+  const out = new Uint8Array(rowLen);
   // Per output column: source byte offsets of the two taps and their weights, computed once.
   const off0 = new Int32Array(dw);
   const off1 = new Int32Array(dw);
@@ -177,10 +192,9 @@ export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels
     const [h0, h1] = rows(y.i0[dy]!, y.i1[dy]!);
     const b0 = y.a0[dy]!;
     const b1 = y.a1[dy]!;
-    const o = dy * rowLen;
-    for (let i = 0; i < rowLen; i++) out[o + i] = (((b0 * (h0[i]! >> 4)) >> 16) + ((b1 * (h1[i]! >> 4)) >> 16) + 2) >> 2;
+    for (let i = 0; i < rowLen; i++) out[i] = (((b0 * (h0[i]! >> 4)) >> 16) + ((b1 * (h1[i]! >> 4)) >> 16) + 2) >> 2;
+    emit(dy, out);
   }
-  return out;
 }
 
 /**
@@ -194,6 +208,14 @@ export function resizeOpencvU8(src: Uint8Array, sw: number, sh: number, channels
  * to float32 give the fused result.
  */
 export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, channels: number, dw: number, dh: number, window?: Window): Float32Array {
+  const w = window ?? { x0: 0, y0: 0, w: dw, h: dh };
+  const out = new Float32Array(w.w * w.h * channels);
+  resizeBilinearRows(src, sw, sh, channels, dw, dh, window, (y, row) => out.set(row, y * row.length));
+  return out;
+}
+
+/** resizeBilinear a row at a time (as resizeOpencvU8Rows): `row` is float32, reused for the next row. */
+export function resizeBilinearRows(src: ArrayLike<number>, sw: number, sh: number, channels: number, dw: number, dh: number, window: Window | undefined, emit: (y: number, row: Float32Array) => void): void {
   checkSizes(src.length, sw, sh, channels, dw, dh);
   const win = window ?? { x0: 0, y0: 0, w: dw, h: dh };
   const x = windowed(torchAxis(sw, dw), win.x0, win.w);
@@ -201,7 +223,7 @@ export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, c
   dw = win.w;
   dh = win.h;
   const rowLen = dw * channels;
-  const out = new Float32Array(dh * rowLen);
+  const out = new Float32Array(rowLen);
   const off0 = new Int32Array(dw);
   const off1 = new Int32Array(dw);
   for (let dx = 0; dx < dw; dx++) {
@@ -242,10 +264,9 @@ export function resizeBilinear(src: ArrayLike<number>, sw: number, sh: number, c
     const [h0, h1] = rows(y.i0[dy]!, y.i1[dy]!);
     const g0 = y.w0[dy]!;
     const g1 = y.w1[dy]!;
-    const o = dy * rowLen;
-    for (let i = 0; i < rowLen; i++) out[o + i] = g0 * h0[i]! + fround(g1 * h1[i]!);
+    for (let i = 0; i < rowLen; i++) out[i] = g0 * h0[i]! + fround(g1 * h1[i]!);
+    emit(dy, out);
   }
-  return out;
 }
 
 /**
