@@ -142,6 +142,8 @@ export async function prepareImage(data: Buffer, spec: InputSpec, limits: Decode
  */
 export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'format' | 'pixels'> {
   const { width, height } = img;
+  // A plain Uint8Array view of the pixels (sharp gives a Buffer): the kernels' element loads stay monomorphic.
+  const data = img.data.constructor === Uint8Array ? img.data : new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.length);
   const t = planResize(width, height, spec);
   const nw = Math.round(width * t.scaleX);
   const nh = Math.round(height * t.scaleY);
@@ -159,14 +161,14 @@ export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'f
     const put = (y: number, row: Uint8Array): void => rowToPlanes(row, nw, tensor, planes, y * t.inW, luts, order);
     if (nw === width && nh === height) {
       const rowLen = width * 3;
-      for (let y = 0; y < nh; y++) put(y, img.data.subarray(y * rowLen, (y + 1) * rowLen));
-    } else resizeOpencvU8Rows(img.data, width, height, 3, nw, nh, undefined, put);
+      for (let y = 0; y < nh; y++) put(y, data.subarray(y * rowLen, (y + 1) * rowLen));
+    } else resizeOpencvU8Rows(data, width, height, 3, nw, nh, undefined, put);
   } else {
     const fr = Math.fround;
     // norm(c, v) inlined when plain: (v - mean) / std in float32 (YOLACT's: no divisor or scale).
     const plain = spec.divisor === undefined && spec.scale === 1;
     const [mean, std] = [spec.mean.map(fr), spec.std.map(fr)];
-    resizeBilinearRows(img.data, width, height, 3, nw, nh, undefined, (y, row) => {
+    resizeBilinearRows(data, width, height, 3, nw, nh, undefined, (y, row) => {
       for (let c = 0; c < 3; c++) {
         const at = planes[c]! + y * t.inW;
         const m = mean[c]!;

@@ -15,14 +15,17 @@ export interface Canvas {
 
 /** Blends `colour` at opacity alpha/255 into every pixel whose entry in `cover` is non-zero (cover[i] - 1 picks the colour). */
 export function tint(c: Canvas, cover: Uint8Array, colours: readonly (readonly [number, number, number])[], alpha: number): void {
-  const a = alpha / 255;
+  // Integer blend, rounded: (v (255 - alpha) + colour alpha + 127) / 255.
+  const keep = 255 - alpha;
+  const add = colours.map((col) => col.map((v) => v * alpha + 127));
+  const d = c.data;
   for (let i = 0, o = 0; i < cover.length; i++, o += 3) {
     const k = cover[i]!;
     if (k === 0) continue;
-    const col = colours[k - 1]!;
-    c.data[o] = Math.round(c.data[o]! * (1 - a) + col[0] * a);
-    c.data[o + 1] = Math.round(c.data[o + 1]! * (1 - a) + col[1] * a);
-    c.data[o + 2] = Math.round(c.data[o + 2]! * (1 - a) + col[2] * a);
+    const a = add[k - 1]!;
+    d[o] = ((d[o]! * keep + a[0]!) / 255) | 0;
+    d[o + 1] = ((d[o + 1]! * keep + a[1]!) / 255) | 0;
+    d[o + 2] = ((d[o + 2]! * keep + a[2]!) / 255) | 0;
   }
 }
 
