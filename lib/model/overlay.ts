@@ -68,8 +68,9 @@ async function drawOverlay(image: Buffer | RgbImage, detections: readonly Detect
   const sw = Math.max(1, Math.round(width * f));
   const sh = Math.max(1, Math.round(height * f));
   const alpha = Math.round(255 * (opts.alpha ?? 0.45));
-  const resized = f < 1 ? await sharp(data, { raw: { width, height, channels: 3 } }).resize(sw, sh, { fit: 'fill' }).raw().toBuffer() : data;
-  const canvas: Canvas = { data: Uint8Array.from(resized), width: sw, height: sh };
+  // Drawn on a copy of the caller's pixels, or on sharp's fresh scaled-down buffer.
+  const pixels = f < 1 ? await sharp(data, { raw: { width, height, channels: 3 } }).resize(sw, sh, { fit: 'fill' }).raw().toBuffer() : undefined;
+  const canvas: Canvas = { data: pixels ? new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.length) : new Uint8Array(data), width: sw, height: sh };
   // Paint the lowest scores first so the best detection ends on top.
   const order = [...detections].sort((a, b) => a.score - b.score);
   // Each pixel takes the colour of the last mask painted over it (1 + its palette index), blended once.
