@@ -58,6 +58,12 @@ function pngOf(c: Canvas): Promise<Buffer> {
 
 const labelOf = (d: Detection): string => `${d.label} ${(d.score * 100).toFixed(0)}%`;
 
+/** Where a detection's label starts (its baseline's left end) on an overlay scaled by f: above its box, or inside when the box touches the top. */
+function labelAt(d: Detection, f: number, font: number): [number, number] {
+  const [x, y] = [d.bbox[0] * f, d.bbox[1] * f];
+  return [x + 2, y > font + 4 ? y - 4 : y + font + 2];
+}
+
 /**
  * The image (scaled to maxSide) with masks tinted, outlines and labels drawn, in JavaScript
  * (lib/model/raster.ts); labels outside printable ASCII are drawn by librsvg from an SVG instead.
@@ -105,8 +111,8 @@ async function drawOverlay(image: Buffer | RgbImage, detections: readonly Detect
   if (order.every((d) => drawable(labelOf(d)))) {
     const atlas = await glyphAtlas(font);
     for (const d of order) {
-      const [x, y] = d.bbox.map((v) => v * f) as [number, number];
-      label(canvas, atlas, labelOf(d), x + 2, y > font + 4 ? y - 4 : y + font + 2, colourOf(d.category_id));
+      const [x, y] = labelAt(d, f, font);
+      label(canvas, atlas, labelOf(d), x, y, colourOf(d.category_id));
     }
     return canvas;
   }
@@ -118,9 +124,8 @@ async function svgLabels(canvas: Canvas, order: readonly Detection[], f: number,
   const texts = order
     .map((d) => {
       const [r, g, b] = colourOf(d.category_id);
-      const [x, y] = d.bbox.map((v) => v * f) as [number, number];
-      const ty = y > font + 4 ? y - 4 : y + font + 2;
-      return `<text x="${(x + 2).toFixed(1)}" y="${ty.toFixed(1)}" font-family="DejaVu Sans" font-size="${font}" fill="rgb(${r},${g},${b})" stroke="black" stroke-width="0.6">${escapeXml(labelOf(d))}</text>`;
+      const [x, y] = labelAt(d, f, font);
+      return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" font-family="DejaVu Sans" font-size="${font}" fill="rgb(${r},${g},${b})" stroke="black" stroke-width="0.6">${escapeXml(labelOf(d))}</text>`;
     })
     .join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${canvas.width}" height="${canvas.height}">${texts}</svg>`);

@@ -150,7 +150,7 @@ export function preparePixels(img: RgbImage, spec: InputSpec): Omit<Prepared, 'f
   const norm = normalizer(spec);
   const plane = t.inW * t.inH;
   const tensor = new Float32Array(3 * plane);
-  const order = spec.channelOrder === 'BGR' ? [2, 1, 0] : [0, 1, 2];
+  const order = channelOrder(spec);
   if (t.inW !== nw || t.inH !== nh) {
     for (let c = 0; c < 3; c++) tensor.fill(norm(c, spec.pad), c * plane, (c + 1) * plane);
   }
@@ -196,6 +196,11 @@ export function normalizer(spec: Pick<InputSpec, 'divisor' | 'scale' | 'mean' | 
     if (scale !== 1) x = f(x * scale);
     return f(f(x - mean[c]!) / std[c]!);
   };
+}
+
+/** The pixel channel each tensor channel takes (RGB pixels; BGR models take them reversed). */
+function channelOrder(spec: Pick<InputSpec, 'channelOrder'>): number[] {
+  return spec.channelOrder === 'BGR' ? [2, 1, 0] : [0, 1, 2];
 }
 
 /**
@@ -252,13 +257,7 @@ async function prepareWithLibvips(data: Buffer, spec: InputSpec, limits: DecodeL
 export function normalizeHwc(raw: Uint8Array, w: number, h: number, spec: Pick<InputSpec, 'divisor' | 'scale' | 'mean' | 'std' | 'channelOrder'>): Float32Array {
   const plane = w * h;
   const out = new Float32Array(3 * plane);
-  const order = spec.channelOrder === 'BGR' ? [2, 1, 0] : [0, 1, 2];
-  const luts = channelLuts(normalizer(spec));
-  for (let c = 0; c < 3; c++) {
-    const src = order[c]!;
-    const lut = luts[c]!;
-    const base = c * plane;
-    for (let i = 0, j = src; i < plane; i++, j += 3) out[base + i] = lut[raw[j]!]!;
-  }
+  // The whole image as one row of w x h pixels.
+  rowToPlanes(raw, plane, out, [0, plane, 2 * plane], 0, channelLuts(normalizer(spec)), channelOrder(spec));
   return out;
 }
